@@ -1,0 +1,1 @@
+"""Attention modules, registered in ``spectra.registry.ATTENTIONS``."""
