@@ -1,13 +1,31 @@
-"""Base class of weight-matrix samplers: draw W = [ω_1 … ω_m]ᵀ ∈ R^{m×d}."""
+"""Base class of weight-matrix samplers: draw W = [ω_1 … ω_m]ᵀ ∈ R^{m×d}.
+
+Also the small drawing helpers the built-in samplers share: where to draw (the generator's
+device), in which precision (float64, then cast), and χ_d row norms.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import numbers
 
 import torch
 from torch import nn
 
-__all__ = ["Sampler", "seeded_generator"]
+__all__ = [
+    "DRAW_DTYPE",
+    "Sampler",
+    "chi_norms",
+    "draw_device",
+    "positive_int",
+    "seeded_generator",
+]
+
+DRAW_DTYPE = torch.float64
+"""Precision in which the built-in random samplers draw and post-process W before casting.
+
+Drawing in one fixed precision makes the same seed give the same W (up to rounding) whatever
+dtype is requested, and keeps QR / SVD post-processing accurate.
+"""
 
 
 def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -17,10 +35,26 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return gen
 
 
-def _positive_int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+def positive_int(value: object, what: str) -> int:
+    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    return int(value)
+
+
+_positive_int = positive_int  # backward-compatible private alias
+
+
+def draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    """Device to draw on: the generator's (so a seed means one W everywhere), else ``device``."""
+    return generator.device if generator is not None else device
+
+
+def chi_norms(
+    n: int, dim: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """``n`` iid χ_dim variables: norms of independent N(0, I_dim) vectors, in ``DRAW_DTYPE``."""
+    return torch.randn(n, dim, generator=generator, device=device, dtype=DRAW_DTYPE).norm(dim=-1)
 
 
 class Sampler(nn.Module):
@@ -28,15 +62,17 @@ class Sampler(nn.Module):
 
     Subclasses implement :meth:`_sample`. ``marginally_gaussian`` says whether each row is
     exactly N(0, I_d) (so feature maps built on it are unbiased); structured and
-    moment-matched samplers set it to False (asymptotically unbiased only).
+    moment-matched samplers set it to False (asymptotically unbiased only). It is a class
+    default that an instance may override when an option changes the row distribution (e.g.
+    ``orthogonal`` with ``scale="sqrt_d"``).
     """
 
-    marginally_gaussian: ClassVar[bool] = True
+    marginally_gaussian: bool = True
 
     def __init__(self, dim: int, num_features: int) -> None:
         super().__init__()
-        self.dim = _positive_int(dim, "dim")
-        self.num_features = _positive_int(num_features, "num_features (m)")
+        self.dim = positive_int(dim, "dim")
+        self.num_features = positive_int(num_features, "num_features (m)")
 
     @property
     def learnable(self) -> bool:
@@ -64,6 +100,11 @@ class Sampler(nn.Module):
         default_device, default_dtype = self._default_device_dtype()
         device = torch.device(device) if device is not None else default_device
         dtype = dtype or default_dtype
+        if not dtype.is_floating_point:
+            raise ValueError(
+                f"{type(self).__name__}.sample: dtype must be a floating-point dtype "
+                f"(e.g. torch.float32, torch.float64), got {dtype}"
+            )
         w = self._sample(generator, device, dtype)
         if w.shape != (self.num_features, self.dim):
             raise RuntimeError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from spectra.features.samplers.base import Sampler
+from spectra.features.samplers.base import DRAW_DTYPE, Sampler, draw_device
 from spectra.registry import SAMPLERS
 
 
@@ -12,10 +12,15 @@ from spectra.registry import SAMPLERS
 class GaussianSampler(Sampler):
     """iid entries: W_rl ~ N(0, 1)."""
 
+    marginally_gaussian = True
+
     def _sample(
         self, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
-        gen_device = generator.device if generator is not None else device
         return torch.randn(
-            self.num_features, self.dim, generator=generator, device=gen_device, dtype=dtype
+            self.num_features,
+            self.dim,
+            generator=generator,
+            device=draw_device(generator, device),
+            dtype=DRAW_DTYPE,
         )

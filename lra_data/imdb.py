@@ -1,0 +1,184 @@
+"""IMDB movie reviews (Maas et al., ACL 2011) for the LRA byte-level text task.
+
+Sources (first match wins, for a data directory ``D``):
+
+1. ``D/imdb/{train,test}.jsonl.gz`` -- gzip JSON lines ``{"text": str, "label": 0|1}`` (the
+   HF ``datasets`` "imdb" schema; the layout written by ``prepare``);
+2. ``D/{train,test}.jsonl.gz`` -- ``D`` is itself such a directory;
+3. aclImdb: ``D/aclImdb/``, ``D/imdb/aclImdb/`` or ``D`` itself with
+   ``{train,test}/{neg,pos}/*.txt`` (label 0 = neg, 1 = pos).
+
+``datasets.load_dataset("imdb")`` is used only by ``prepare`` (``source="hf"``, needs
+network). LRA evaluates on the test set; our ``val`` split is a held-out slice of the
+training reviews (default 10 %, stratified by label, seeded, and with duplicate texts kept
+together so that no review text is in both ``train`` and ``val``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MissingDataError, RowPolicy
+
+SOURCE_SPLITS = ("train", "test")
+LABEL_DIRS = (("neg", 0), ("pos", 1))
+HOW_TO_OBTAIN = (
+    "run `python -m lra_data prepare lra_text --source DIR --out DATA_DIR`, where DIR holds "
+    "{train,test}.jsonl.gz (HF schema; e.g. the project's shared copy in shared/data/imdb, "
+    "see its README) or an extracted aclImdb_v1.tar.gz (Stanford, "
+    "https://ai.stanford.edu/~amaas/data/sentiment/); with network access, "
+    "`--source hf` uses datasets.load_dataset('imdb'). Or point LRA_DATA_DIR / data_dir at a "
+    "directory containing imdb/{train,test}.jsonl.gz."
+)
+
+
+@dataclass(frozen=True)
+class ImdbSource:
+    """Where the reviews were found: ``kind`` is "jsonl" or "aclimdb"; ``files`` maps the
+    source split to its file (jsonl) or directory (aclImdb)."""
+
+    kind: str
+    files: dict[str, Path]
+
+    def describe(self) -> str:
+        return f"{self.kind}: " + ", ".join(str(p) for p in self.files.values())
+
+
+def candidate_locations(data_dir: Path) -> list[tuple[str, Path]]:
+    """Locations checked, in order."""
+    return [("jsonl", data_dir / "imdb"), ("jsonl", data_dir),
+            ("aclimdb", data_dir / "aclImdb"), ("aclimdb", data_dir / "imdb" / "aclImdb"),
+            ("aclimdb", data_dir)]
+
+
+def find_imdb(data_dir: str | os.PathLike, task: str = "lra_text") -> ImdbSource:
+    """Locate the reviews under ``data_dir`` or raise :class:`MissingDataError`."""
+    root = Path(data_dir)
+    looked = []
+    for kind, base in candidate_locations(root):
+        if kind == "jsonl":
+            files = {s: base / f"{s}.jsonl.gz" for s in SOURCE_SPLITS}
+            looked.append(str(base / "{train,test}.jsonl.gz"))
+            if all(f.is_file() for f in files.values()):
+                return ImdbSource(kind, files)
+        else:
+            dirs = {s: base / s for s in SOURCE_SPLITS}
+            looked.append(str(base / "{train,test}/{neg,pos}/*.txt"))
+            if all((d / lab).is_dir() for d in dirs.values() for lab, _ in LABEL_DIRS):
+                return ImdbSource(kind, dirs)
+    raise MissingDataError(task, looked, HOW_TO_OBTAIN)
+
+
+def read_jsonl_gz(path: str | os.PathLike, policy: RowPolicy,
+                  num_classes: int = 2) -> tuple[list[bytes], np.ndarray]:
+    """UTF-8 bytes of every review and the labels; bad rows raise (or count, ``policy.skip``)."""
+    path = Path(path)
+    texts: list[bytes] = []
+    labels: list[int] = []
+    try:
+        with gzip.open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    policy.bad(path, line_no, f"not valid UTF-8 ({exc.reason} at byte "
+                                              f"{exc.start})")
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    policy.bad(path, line_no, f"not a JSON object ({exc.msg})")
+                    continue
+                if not isinstance(row, dict) or "text" not in row or "label" not in row:
+                    policy.bad(path, line_no, "expected a JSON object with keys 'text' and "
+                                              "'label'")
+                    continue
+                text, label = row["text"], row["label"]
+                if not isinstance(text, str):
+                    policy.bad(path, line_no, f"'text' must be a string, got "
+                                              f"{type(text).__name__}")
+                    continue
+                if isinstance(label, bool) or not isinstance(label, int) or not (
+                        0 <= label < num_classes):
+                    policy.bad(path, line_no, f"label {label!r} out of range: allowed "
+                                              f"0..{num_classes - 1}")
+                    continue
+                try:
+                    data = text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    policy.bad(path, line_no, f"text is not valid Unicode ({exc.reason})")
+                    continue
+                texts.append(data)
+                labels.append(label)
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: cannot read gzip JSON lines ({exc})") from exc
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def read_aclimdb(split_dir: str | os.PathLike,
+                 policy: RowPolicy) -> tuple[list[bytes], np.ndarray]:
+    """Reviews of one aclImdb split directory (``neg/`` then ``pos/``, files sorted by name)."""
+    split_dir = Path(split_dir)
+    texts: list[bytes] = []
+    labels: list[int] = []
+    for name, label in LABEL_DIRS:
+        for path in sorted((split_dir / name).glob("*.txt")):
+            data = path.read_bytes()
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                policy.bad(path, 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                continue
+            texts.append(data)
+            labels.append(label)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def read_source_split(source: ImdbSource, split: str,
+                      policy: RowPolicy) -> tuple[list[bytes], np.ndarray]:
+    """Reviews of source split ``train`` or ``test``."""
+    if source.kind == "jsonl":
+        return read_jsonl_gz(source.files[split], policy)
+    return read_aclimdb(source.files[split], policy)
+
+
+def text_digests(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
+    """128-bit BLAKE2b digest of every row (used to keep duplicate texts together)."""
+    view = memoryview(np.ascontiguousarray(data))
+    return [hashlib.blake2b(view[int(offsets[i]): int(offsets[i + 1])],
+                            digest_size=16).digest() for i in range(offsets.size - 1)]
+
+
+def held_out_split(digests: list[bytes], labels: np.ndarray, val_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded, label-stratified ``(train_index, val_index)`` over rows; identical texts
+    (same digest) always land on the same side. Per label, ``round(val_fraction * groups)``
+    distinct texts (at least 1, at most groups - 1) go to val."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    labels = np.asarray(labels)
+    group_of: dict[bytes, int] = {}
+    group = np.fromiter((group_of.setdefault(d, len(group_of)) for d in digests),
+                        dtype=np.int64, count=len(digests))
+    n_groups = len(group_of)
+    group_label = np.zeros(n_groups, dtype=np.int64)
+    group_label[group] = labels  # duplicate texts carry the same label in IMDB
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x1D3B,)))
+    in_val = np.zeros(n_groups, dtype=bool)
+    for label in np.unique(group_label):
+        members = np.flatnonzero(group_label == label)
+        if members.size < 2:
+            continue
+        k = min(max(1, round(val_fraction * members.size)), members.size - 1)
+        in_val[rng.choice(members, size=k, replace=False)] = True
+    val_row = in_val[group]
+    return np.flatnonzero(~val_row), np.flatnonzero(val_row)

@@ -1,0 +1,202 @@
+"""Poisson random features, PoisRF: discretely-induced random features (DIRF) from "Chefs' Random
+Tables: Non-Trigonometric Random Features" (Likhosherstov et al., NeurIPS 2022, arXiv 2205.15317).
+
+DIRF. For a random vector ω of non-negative integers with iid entries of law p (p(k) > 0 for all
+k ≥ 0), the Taylor series of exp gives
+
+    exp(xᵀy) = Π_l Σ_k (x_l y_l)^k / k! = E[Π_l (x_l y_l)^{ω_l} / (ω_l! p(ω_l))],
+
+so f(ω, x) = Π_l x_l^{ω_l} / √(ω_l! p(ω_l)) satisfies E[f(ω, x) f(ω, y)] = exp(xᵀy), and
+φ(x) = m^{-1/2} [f(ω_r, x)]_r is unbiased. With Poisson entries, p(k) = e^{−λ} λ^k / k!
+(one rate λ_l > 0 per coordinate)::
+
+    f(ω, x) = Π_l e^{λ_l/2} (x_l / √λ_l)^{ω_l}.
+
+Variance. Per coordinate E[f_l(ω, a)² f_l(ω, b)²] = Σ_k e^{−λ} λ^k/k! · e^{2λ} (ab)^{2k} λ^{−2k}
+= exp(λ + a²b²/λ), so one feature has second moment exp(Σ_l λ_l + x_l² y_l² / λ_l) and the
+m-feature estimate variance (exp(Σ_l λ_l + x_l² y_l²/λ_l) − exp(2xᵀy)) / m
+(:func:`poisrf_log_second_moment`).
+
+Rate. ``lam=None`` (default) picks, per (batch, head), the λ that minimizes the mean over all
+valid query–key pairs of the log second moment, Σ_l λ_l + mean_i x_il² · mean_j y_jl² / λ_l:
+
+    λ_l* = √(mean_i x_il² · mean_j y_jl²)
+
+(clamped at 1e-6; detached, a constant for autograd, like OPRF's A). This looks at all tokens:
+the map is data-dependent, hence not causal. A float ``lam`` fixes λ_l = lam for all l
+(data-independent, usable causally). Any λ > 0 keeps the estimate unbiased.
+
+Composing with the framework's Gaussian weight matrices (Gaussian copula). Samplers give rows
+W_r that are marginally N(0, I_d); ω_rl = F⁻¹_{Pois(λ_l)}(Φ(W_rl)) then has iid Poisson(λ_l)
+entries within each row, so the estimate is unbiased on every sampler with
+``marginally_gaussian``; dependence between rows (orthogonal, QMC, Halton) becomes dependence
+between the Poisson rows, which changes the variance, not the mean. ω is discrete, so W gets no
+gradient through this map (learnable samplers do not learn with it).
+
+Sign. x_l^k < 0 for x_l < 0 and odd k: the features are NOT positive (like ``trig``), and
+attention denominators can be ≈ 0 or negative. Features are computed as sign · exp(log-magnitude)
+with log|f| = Σ_l λ_l/2 + ω_l (log|x_l| − ½ log λ_l); the stabilizer subtracts a per-row max of
+the log-magnitude on queries and one detached max over all valid keys and features of a
+(batch, head) on keys (positive common factors: normalized attention is unchanged). x_l = 0 gives
+0^0 = 1 and 0^k = 0 (k ≥ 1) exactly; the gradient at x_l = 0 is taken as 0 (a null set).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from spectra.features import FeatureMap
+from spectra.registry import FEATURE_MAPS
+
+__all__ = ["PoissonRandomFeatures", "optimal_rate", "poisrf_log_second_moment", "poisson_icdf"]
+
+MIN_RATE = 1e-6
+_ZERO_LOG = 1.0e4  # log|0| stand-in: ω ≥ 1 gives exp(−1e4 ω) = 0 exactly; ω = 0 gives 0 · … = 0
+_UNIT = 1e-300  # keeps u and 1 − u away from 0 (a probability-1e-300 truncation)
+
+
+def poisson_icdf(u: torch.Tensor, lam: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+    """Quantile F⁻¹(u) = min{k ≥ 0 : P(Pois(λ) ≤ k) ≥ u}, broadcast over ``u`` and ``lam``.
+
+    ``v = 1 − u`` may be given separately (e.g. Φ(−w) for u = Φ(w)) to keep precision when
+    u ≈ 1. Uses P(X ≤ k) = Q(k+1, λ) (``gammaincc``) when u ≤ ½ and P(X > k) = P(k+1, λ)
+    (``gammainc``) otherwise, each accurate on its own tail. Computed in float64; returns
+    float64 counts.
+    """
+    lam = lam.to(torch.float64)
+    u = u.to(torch.float64)
+    v = (1.0 - u) if v is None else v.to(torch.float64)
+    if not bool(torch.isfinite(lam).all()) or bool((lam <= 0).any()):
+        raise ValueError("poisson_icdf: rates λ must be finite and > 0")
+    u, v = u.clamp(_UNIT, 1.0), v.clamp(_UNIT, 1.0)
+    lower = u <= 0.5
+    count = torch.zeros(torch.broadcast_shapes(u.shape, lam.shape), dtype=torch.float64,
+                        device=u.device)
+    # The answer is < λ_max + 40 √λ_max + 200 except with probability far below 1e-300.
+    lam_max = float(lam.max())
+    limit = int(lam_max + 40.0 * math.sqrt(lam_max) + 200.0)
+    for k in range(limit):
+        a = torch.full_like(lam, k + 1.0)
+        below = torch.where(
+            lower, torch.special.gammaincc(a, lam) < u, torch.special.gammainc(a, lam) > v
+        )  # P(X ≤ k) < u: the quantile is > k
+        if not bool(below.any()):
+            break
+        count += below
+    return count
+
+
+@torch.no_grad()
+def optimal_rate(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """λ* = √(mean_i x_il² · mean_j y_jl²) over valid tokens, shape (…, d), ≥ ``MIN_RATE``."""
+
+    def mean_square(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        sq = t.detach().square()
+        if mask is None:
+            return sq.mean(dim=-2)
+        weight = mask.expand(t.shape[:-1])[..., None].to(t.dtype)
+        return (sq * weight).sum(dim=-2) / weight.sum(dim=-2).clamp_min(1.0)
+
+    return (mean_square(x, x_mask) * mean_square(y, y_mask)).sqrt().clamp_min(MIN_RATE)
+
+
+def poisrf_log_second_moment(
+    x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor | float
+) -> torch.Tensor:
+    """log E[f(ω,x)² f(ω,y)²] = Σ_l λ_l + x_l² y_l² / λ_l of one PoisRF feature, shape (…)."""
+    lam = torch.as_tensor(lam, dtype=x.dtype, device=x.device)  # scalar or (…, d)
+    return (lam + x.square() * y.square() / lam).expand(torch.broadcast_shapes(
+        lam.shape, x.shape, y.shape)).sum(-1)
+
+
+def _masked_amax(e: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]) -> torch.Tensor:
+    """Detached max of ``e`` (…, L, m) over ``dims`` ignoring masked rows; 0 where all masked."""
+    e = e.detach()
+    if mask is not None:
+        e = e.masked_fill(~mask[..., None], -math.inf)
+    top = e.amax(dim=dims, keepdim=True)
+    return torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+
+
+def _log_abs_and_negative(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log|t| with log 0 → −1e4, 1 where t < 0 else 0); no NaN gradient at t = 0."""
+    zero = t == 0
+    safe = torch.where(zero, torch.ones_like(t), t.abs())
+    log_abs = torch.where(zero, torch.full_like(t, -_ZERO_LOG), safe.log())
+    return log_abs, (t < 0).to(t.dtype)
+
+
+@FEATURE_MAPS.register("poisrf")
+class PoissonRandomFeatures(FeatureMap):
+    """Poisson RF (DIRF, arXiv 2205.15317): f = Π_l e^{λ_l/2} (x_l/√λ_l)^{ω_l}; not positive.
+
+    Option ``lam``: None (default) = variance-minimizing λ_l* from the data (not causal), or a
+    fixed rate > 0 (data-independent).
+    """
+
+    positive = False
+    data_dependent = True
+
+    def __init__(self, lam: float | None = None) -> None:
+        super().__init__()
+        if lam is not None:
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+                raise ValueError(f"poisrf: lam must be None or a number > 0, got {lam!r}")
+            if not (math.isfinite(lam) and lam > 0):
+                raise ValueError(f"poisrf: lam must be a finite number > 0 (or None), got {lam}")
+            lam = float(lam)
+        self.lam = lam
+        # A fixed rate does not look at the data: then the map is causal-safe.
+        self.data_dependent = lam is None
+
+    def rates(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        y_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """λ, shape (…, d) (per leading index) or (d,) for a fixed rate; detached."""
+        if self.lam is None:
+            return optimal_rate(x, y, x_mask, y_mask)
+        return torch.full((x.shape[-1],), self.lam, dtype=x.dtype, device=x.device)
+
+    def counts(self, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """ω = F⁻¹_{Pois(λ)}(Φ(W)) (Gaussian copula), shape broadcast((…, m, d), (…, 1, d))."""
+        w = w.detach().to(torch.float64)
+        # Φ(w) and 1 − Φ(w) via erfc: torch.special.ndtr is 1 + erf(·) inside and underflows to
+        # 0 below w ≈ −8.3, which would put all of the far tail on one count.
+        u = 0.5 * torch.special.erfc(-w / math.sqrt(2.0))
+        v = 0.5 * torch.special.erfc(w / math.sqrt(2.0))
+        return poisson_icdf(u, lam.detach()[..., None, :], v)
+
+    def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
+        m = w.shape[-2]
+        lam = self.rates(x, y, x_mask, y_mask)  # (…, d)
+        omega = self.counts(w, lam).to(x.dtype)  # (…, m, d)
+        log_lam = lam.log()[..., None, :]
+        # log-magnitude constant of feature r: Σ_l λ_l/2 − ½ Σ_l ω_rl log λ_l − ½ log m
+        const = 0.5 * (lam.sum(-1)[..., None] - (omega * log_lam).sum(-1)) - 0.5 * math.log(m)
+        const = const[..., None, :]  # (…, 1, m)
+        omega_t = omega.transpose(-1, -2)
+        out = []
+        for t, mask, dims in ((x, x_mask, (-1,)), (y, y_mask, (-2, -1))):
+            log_abs, negative = _log_abs_and_negative(t)
+            e = log_abs @ omega_t + const  # (…, L, m)
+            sign = 1.0 - 2.0 * torch.remainder(negative @ omega_t, 2.0)
+            if stabilize:  # queries: per-row max; keys: one max per (batch, head)
+                e = e - _masked_amax(e, mask, dims)
+            if mask is not None:
+                e = e.masked_fill(~mask[..., None], -math.inf)
+            out.append(sign * e.exp())
+        return out[0], out[1]
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam}"

@@ -1,0 +1,58 @@
+"""Linear attention with φ(x) = elu(x) + 1 (Katharopoulos et al., arXiv 2006.16236).
+
+out_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / (φ(q_i)ᵀ Σ_j φ(k_j) + ε) — a positive, deterministic feature
+map applied to q and k as given (the paper uses no d^(-1/4) scaling); causal mode sums over
+j ≤ i by chunks (:func:`~spectra.ops.causal_linear_attention`). Padded tokens get φ = 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.ops.linear_attention import causal_linear_attention, linear_attention
+from spectra.registry import ATTENTIONS
+
+__all__ = ["LinearAttention", "elu_feature_map"]
+
+
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """φ(x) = elu(x) + 1 > 0 elementwise."""
+    return F.elu(x) + 1.0
+
+
+@ATTENTIONS.register("linear")
+class LinearAttention(Attention):
+    """Katharopoulos et al. (arXiv 2006.16236) linear attention, φ = elu + 1."""
+
+    def __init__(self, head_dim: int, eps: float = 1e-6, chunk_size: int = 128) -> None:
+        super().__init__(head_dim)
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        self.check_inputs(q, k, v, mask, causal)
+        dtype = compute_dtype(q)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            phi_q, phi_k = elu_feature_map(q.to(dtype)), elu_feature_map(k.to(dtype))
+            if mask is not None:
+                keep = mask[:, None, :, None]
+                phi_q = phi_q.masked_fill(~keep, 0.0)
+                phi_k = phi_k.masked_fill(~keep, 0.0)
+            if causal:
+                out = causal_linear_attention(
+                    phi_q, phi_k, v.to(dtype), chunk_size=self.chunk_size, eps=self.eps
+                )
+            else:
+                out = linear_attention(phi_q, phi_k, v.to(dtype), eps=self.eps)
+        return out.to(v.dtype)

@@ -1,0 +1,227 @@
+"""Random-feature attention: a registered sampler × a registered feature map (arXiv 2405.15310).
+
+K(x, y) = exp(xᵀy) on x = q·d^(-1/4), y = k·d^(-1/4) is estimated by φ(x)ᵀφ(y) with
+φ = ``feature_map`` applied with W = ``sampler.sample()`` ∈ R^{m×d} (Performer arXiv 2009.14794,
+FAVOR++ 2205.15317, FAVOR# 2302.00787)::
+
+    out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)            (non-causal)
+    out_i = φ(x_i)ᵀ Σ_{j≤i} φ(y_j) v_jᵀ / (φ(x_i)ᵀ Σ_{j≤i} φ(y_j) + ε)   (causal, chunked)
+
+Features are computed in float32 (float64 stays float64) with autocast disabled. For
+exponential (positive) maps the non-causal path is fused (:func:`~spectra.ops.
+exp_linear_attention`); other maps (e.g. ``trig``, signed) use the generic kernel, whose
+denominator keeps its sign and is clamped to magnitude ≥ ε (:func:`~spectra.ops.
+normalize_attention`).
+
+Weight matrix and redraws: W is a buffer (saved in checkpoints) drawn at construction. With
+``redraw_interval=N``, every N-th training forward step draws a new W from a generator seeded by
+(seed, layer_index, step) (:func:`redraw_seed`), so all DDP ranks draw the same W without
+communication; the step counter ``redraw_step`` is a buffer too, so redraws resume from a
+checkpoint. Eval never redraws. Learnable samplers (``sampler.learnable``) have no buffer: W is
+``sampler.sample()`` at every forward (differentiable) and is never redrawn.
+
+Causal mode uses the key stabilizer of the whole sequence (a detached common factor that
+cancels exactly between numerator and denominator); data-dependent maps (statistics over all
+tokens) are rejected in causal mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.features.maps.base import ExponentialFeatureMap, FeatureMap
+from spectra.features.samplers.base import Sampler, seeded_generator
+from spectra.ops.linear_attention import (
+    causal_linear_attention,
+    exp_linear_attention,
+    linear_attention,
+)
+from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS, accepted_options
+
+__all__ = ["RandomFeatureAttention", "redraw_seed"]
+
+
+def redraw_seed(seed: int, layer_index: int | None, step: int) -> int:
+    """Seed of the generator that draws W at ``step`` (deterministic, the same on every rank).
+
+    (seed, None, 0) → ``seed`` itself (the W drawn at construction of an unnumbered layer is
+    ``sampler.sample(seeded_generator(seed))``); any other triple → the first 63 bits of
+    SHA-256("seed:layer:step").
+    """
+    if layer_index is None and step == 0:
+        return int(seed)
+    key = f"{int(seed)}:{'-' if layer_index is None else int(layer_index)}:{int(step)}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+
+
+def _options(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a mapping of option names to values, got {value!r}")
+    return dict(value)
+
+
+
+@ATTENTIONS.register("random_features")
+class RandomFeatureAttention(Attention):
+    """Random-feature attention φ(X)(φ(Y)ᵀV) / φ(X)(φ(Y)ᵀ1) with W from a registered sampler.
+
+    Options: ``num_features`` m > 0; ``sampler`` / ``feature_map`` registered names (with
+    ``sampler_options`` / ``feature_map_options``; ``seed`` is passed to samplers that take
+    one); ``redraw_interval`` (None or N > 0 training steps); ``seed`` and ``layer_index``
+    (seed the draws); ``chunk_size`` (causal chunk length); ``eps`` (denominator);
+    ``stabilize`` (max-shift stabilizers, on by default; they do not change the result).
+    """
+
+    def __init__(
+        self,
+        head_dim: int,
+        num_features: int = 256,
+        sampler: str = "orthogonal",
+        feature_map: str = "posrf",
+        redraw_interval: int | None = None,
+        seed: int = 0,
+        layer_index: int | None = None,
+        sampler_options: Mapping[str, Any] | None = None,
+        feature_map_options: Mapping[str, Any] | None = None,
+        chunk_size: int = 128,
+        eps: float = 1e-6,
+        stabilize: bool = True,
+    ) -> None:
+        super().__init__(head_dim)
+        self.num_features = check_positive_int(num_features, "num_features (m)")
+        if redraw_interval is not None:
+            check_positive_int(redraw_interval, "redraw_interval (None or a number of steps)")
+        self.redraw_interval = redraw_interval
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.seed = seed
+        if layer_index is not None and (
+            isinstance(layer_index, bool) or not isinstance(layer_index, int) or layer_index < 0
+        ):
+            raise ValueError(f"layer_index must be None or an int >= 0, got {layer_index!r}")
+        self.layer_index = layer_index
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a positive number, got {eps!r}")
+        self.eps = float(eps)
+        self.stabilize = bool(stabilize)
+        for label, name in (("sampler", sampler), ("feature_map", feature_map)):
+            if not isinstance(name, str):
+                raise ValueError(f"{label} must be a registered name (str), got {name!r}")
+
+        s_opts = _options(sampler_options, "sampler_options")
+        clash = sorted({"dim", "num_features"} & set(s_opts))
+        if clash:
+            raise ValueError(
+                f"sampler_options must not set {clash}: they come from head_dim and num_features"
+            )
+        if "seed" in accepted_options(SAMPLERS.get(sampler))[0]:
+            s_opts.setdefault("seed", seed)
+        self.sampler: Sampler = SAMPLERS.build(
+            sampler, dim=head_dim, num_features=num_features, **s_opts
+        )
+        self.feature_map: FeatureMap = FEATURE_MAPS.build(
+            feature_map, **_options(feature_map_options, "feature_map_options")
+        )
+        self.sampler_name, self.feature_map_name = sampler, feature_map
+        self.register_buffer("redraw_step", torch.zeros((), dtype=torch.long))
+        weight = None if self.learnable else self._draw(0, torch.device("cpu"), torch.float32)
+        self.register_buffer("weight", weight)
+
+    # -- weight matrix ----------------------------------------------------------------------------
+    @property
+    def learnable(self) -> bool:
+        """Whether W is trained (a learnable sampler): then it is never redrawn."""
+        return self.sampler.learnable
+
+    @property
+    def output_dim(self) -> int:
+        """Number of features M = ``feature_map.output_dim(m)``."""
+        return self.feature_map.output_dim(self.num_features)
+
+    def _draw(self, step: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        gen = seeded_generator(redraw_seed(self.seed, self.layer_index, step))
+        with torch.no_grad():
+            return self.sampler.sample(gen, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def redraw(self, step: int) -> None:
+        """Replace W by the draw for ``step`` (seeded by (seed, layer_index, step))."""
+        if self.learnable:
+            raise ValueError(
+                f"the {self.sampler_name!r} sampler is learnable: its W is trained, not redrawn"
+            )
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        assert self.weight is not None
+        self.weight.copy_(self._draw(step, self.weight.device, self.weight.dtype))
+
+    def current_weight(self, device: torch.device | None = None) -> torch.Tensor:
+        """W (m, d) used by the next forward: the buffer, or ``sampler.sample()`` if learnable."""
+        if self.learnable:
+            return self.sampler.sample(device=device)
+        assert self.weight is not None
+        return self.weight if device is None else self.weight.to(device)
+
+    def _maybe_redraw(self) -> None:
+        if not self.training or self.redraw_interval is None or self.learnable:
+            return
+        step = int(self.redraw_step)
+        if step > 0 and step % self.redraw_interval == 0:
+            self.redraw(step)
+        self.redraw_step += 1
+
+    # -- attention --------------------------------------------------------------------------------
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        self.check_inputs(q, k, v, mask, causal)
+        if causal and self.feature_map.data_dependent:
+            raise ValueError(
+                f"feature map {self.feature_map_name!r} is data-dependent (its statistics look at "
+                "all tokens, including future ones), so it cannot be used with causal=True; use a "
+                "data-independent map: posrf, gerf (fixed A), trig or hyperbolic"
+            )
+        self._maybe_redraw()
+        dtype = compute_dtype(q)
+        scale = self.head_dim**-0.25
+        token_mask = self.token_mask(mask, q)
+        fm = self.feature_map
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            w = self.current_weight(q.device).to(dtype)
+            x, y, vv = q.to(dtype) * scale, k.to(dtype) * scale, v.to(dtype)
+            if not causal and isinstance(fm, ExponentialFeatureMap):
+                ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
+                out = exp_linear_attention(
+                    ex, ey, vv, x_mask=token_mask, y_mask=token_mask, eps=self.eps,
+                    stabilize=self.stabilize,
+                )
+            else:
+                phi_x, phi_y = fm(x, y, w, token_mask, token_mask, stabilize=self.stabilize)
+                if causal:
+                    out = causal_linear_attention(
+                        phi_x, phi_y, vv, chunk_size=self.chunk_size, eps=self.eps,
+                        positive=fm.positive,
+                    )
+                else:
+                    out = linear_attention(phi_x, phi_y, vv, eps=self.eps, positive=fm.positive)
+        return out.to(v.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"head_dim={self.head_dim}, num_features={self.num_features}, "
+            f"sampler={self.sampler_name!r}, feature_map={self.feature_map_name!r}, "
+            f"redraw_interval={self.redraw_interval}, seed={self.seed}"
+        )

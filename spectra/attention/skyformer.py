@@ -1,0 +1,144 @@
+"""Skyformer: Gaussian-kernel attention approximated by Nyström (Chen et al., arXiv 2111.00035).
+
+With x = q·d^(-1/4), y = k·d^(-1/4) and the Gaussian kernel κ(a, b) = exp(−‖a − b‖²/2), the
+attention is κ(Q, K) V with no row normalization (the Gaussian kernel replaces softmax; the
+paper's "Kernelized Attention"). κ(Q, K) is the upper-right block of the PSD kernel matrix
+C = κ(X̄, X̄) of the joint set X̄ = [Q; K], so it is approximated by Nyström on C with s
+landmarks Z ⊂ X̄ (half from the queries, half from the keys)::
+
+    κ(Q, K) ≈ κ(Q, Z) (κ(Z, Z) + λI)⁻¹ κ(Z, K),     out = κ(Q, Z) [(κ(Z, Z) + λI)⁻¹ (κ(Z, K) V)]
+
+in O(L·s·d). As in the authors' implementation: landmarks are sampled uniformly without
+replacement (among real tokens), λ = 0.1, the landmark matrix is symmetrically normalized,
+M = D^(-1/2)(κ(Z,Z) + λI)D^(-1/2) with D its row sums (eigenvalues in (0, 1]), and M⁻¹ is
+computed by the iterative Newton–Schulz pseudo-inverse (:func:`~spectra.ops.pinv.
+newton_schulz_pinv`, 6 iterations), then (κ(Z,Z) + λI)⁻¹ = D^(-1/2) M⁻¹ D^(-1/2).
+
+Landmarks: uniform random sampling in training (the paper); in eval evenly spaced real tokens
+(deterministic), or ``landmarks="segment_means"`` (Nyströmformer-style means). Padded tokens are
+never landmarks and padded keys are removed from κ(Z, K); padded queries output 0. With s ≥ 2L
+and λ = 0 every token is a landmark and the result is the exact κ(Q, K) V.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.attention.landmarks import (
+    gather_tokens,
+    segment_means,
+    systematic_indices,
+    uniform_indices,
+)
+from spectra.ops.pinv import newton_schulz_pinv
+from spectra.registry import ATTENTIONS
+
+__all__ = ["SkyformerAttention", "gaussian_kernel"]
+
+_LANDMARKS = ("uniform", "segment_means")
+
+
+def gaussian_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """κ(a_i, b_j) = exp(−‖a_i − b_j‖²/2) for a (…, n, d), b (…, s, d) → (…, n, s)."""
+    sq = (
+        a @ b.transpose(-1, -2)
+        - 0.5 * a.square().sum(-1, keepdim=True)
+        - 0.5 * b.square().sum(-1).unsqueeze(-2)
+    )
+    return sq.clamp_max(0.0).exp()  # ‖a − b‖² ≥ 0; the clamp removes rounding above 0
+
+
+@ATTENTIONS.register("skyformer")
+class SkyformerAttention(Attention):
+    """Skyformer (arXiv 2111.00035): Nyström-approximated Gaussian-kernel attention κ(Q,K)V."""
+
+    supports_causal = False
+
+    def __init__(
+        self,
+        head_dim: int,
+        num_landmarks: int = 128,
+        pinv_iterations: int = 6,
+        regularization: float = 0.1,
+        landmarks: str = "uniform",
+    ) -> None:
+        super().__init__(head_dim)
+        self.num_landmarks = check_positive_int(num_landmarks, "num_landmarks")
+        if num_landmarks < 2:
+            raise ValueError(
+                f"num_landmarks must be >= 2 (half from the queries, half from the keys), "
+                f"got {num_landmarks}"
+            )
+        if isinstance(pinv_iterations, bool) or not isinstance(pinv_iterations, int) or (
+            pinv_iterations < 0
+        ):
+            raise ValueError(f"pinv_iterations must be an int >= 0, got {pinv_iterations!r}")
+        self.pinv_iterations = pinv_iterations
+        if isinstance(regularization, bool) or not isinstance(regularization, (int, float)) or (
+            not regularization >= 0
+        ):
+            raise ValueError(f"regularization λ must be a number >= 0, got {regularization!r}")
+        self.regularization = float(regularization)
+        if landmarks not in _LANDMARKS:
+            raise ValueError(f"landmarks must be one of {_LANDMARKS}, got {landmarks!r}")
+        self.landmarks = landmarks
+
+    def _select(
+        self, x: torch.Tensor, mask: torch.Tensor | None, num: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, length, _ = x.shape
+        if self.landmarks == "segment_means":
+            return segment_means(x, mask, num)
+        if self.training:
+            pos, valid = uniform_indices(mask, b, length, num, x.device)
+        else:
+            pos, valid = systematic_indices(mask, b, length, num, x.device)
+        return gather_tokens(x, pos), valid
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        self.check_inputs(q, k, v, mask, causal)
+        dtype = compute_dtype(q)
+        scale = self.head_dim**-0.25
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            x, y, vv = q.to(dtype) * scale, k.to(dtype) * scale, v.to(dtype)
+            s_q = self.num_landmarks // 2
+            zq, valid_q = self._select(x, mask, s_q)
+            zk, valid_k = self._select(y, mask, self.num_landmarks - s_q)
+            z = torch.cat([zq, zk], dim=2)  # (B, H, s, d)
+            valid = torch.cat([valid_q, valid_k], dim=1)[:, None, :]  # (B, 1, s)
+            vf = valid.to(dtype)
+
+            c_q = gaussian_kernel(x, z) * vf[..., None, :]  # κ(Q, Z), (B, H, L, s)
+            c_k = gaussian_kernel(y, z) * vf[..., None, :]  # κ(K, Z)
+            if mask is not None:
+                c_k = c_k * mask[:, None, :, None].to(dtype)
+            s = z.shape[2]
+            eye = torch.eye(s, dtype=dtype, device=q.device)
+            pair = vf[..., :, None] * vf[..., None, :]
+            # invalid landmarks get an identity block: they decouple and are ignored
+            a = gaussian_kernel(z, z) * pair + self.regularization * eye * pair
+            a = a + eye * (1.0 - vf[..., :, None])
+            d_inv_sqrt = a.sum(dim=-1).rsqrt()  # row sums > 0
+            normed = d_inv_sqrt[..., :, None] * a * d_inv_sqrt[..., None, :]
+            inv = newton_schulz_pinv(normed, self.pinv_iterations)
+            inv = d_inv_sqrt[..., :, None] * inv * d_inv_sqrt[..., None, :]
+            context = inv @ (c_k.transpose(-1, -2) @ vv)  # (B, H, s, d_v)
+            out = c_q @ context
+            if mask is not None:
+                out = out * mask[:, None, :, None].to(dtype)
+        return out.to(v.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f"head_dim={self.head_dim}, num_landmarks={self.num_landmarks}, "
+            f"pinv_iterations={self.pinv_iterations}, regularization={self.regularization}, "
+            f"landmarks={self.landmarks!r}"
+        )

@@ -1,0 +1,76 @@
+"""Symmetric dense-exponential random features, SDERF (FAVOR#, arXiv 2302.00787).
+
+For ω ~ N(0, I_d), a symmetric A = diag(A_l) (in ω's coordinates) with A_l < 1/4 and
+B with Bᵀ(I − 4A)⁻¹B = I::
+
+    f(ω, x) = D exp(Σ_l A_l ω_l² + ωᵀBx − ‖x‖²/2),   D = Π_l (1 − 4A_l)^(1/4),
+
+    E[f(ω,x) f(ω,y)] = D² det(I−4A)^(−1/2) exp(½ (x+y)ᵀBᵀ(I−4A)⁻¹B(x+y) − (‖x‖²+‖y‖²)/2)
+                     = exp(xᵀy).
+
+The variance-optimal choice: with P = mean_{i,j} (x_i+y_j)(x_i+y_j)ᵀ = QΛQᵀ, the mean log
+second moment splits into d one-dimensional OPRF problems with ρ = Λ_l, so
+A_l = A*(Λ_l) (:func:`~spectra.features.maps.oprf.optimal_a`), B = diag(√(1−4A_l)) Qᵀ.
+P, Q, Λ are computed per (batch, head) over valid tokens (eigh in float64) and detached.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+
+from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.oprf import optimal_a
+from spectra.features.maps.stats import query_key_second_moment
+from spectra.registry import FEATURE_MAPS
+
+__all__ = ["SymmetricDenseExponentialFeatures", "sderf_exponent", "sderf_parameters"]
+
+
+@torch.no_grad()
+def sderf_parameters(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A (…, d), B (…, d, d), log D (…)) of SDERF from the valid queries and keys, detached."""
+    p = query_key_second_moment(x, y, x_mask, y_mask)
+    lam, q = torch.linalg.eigh(p.to(torch.float64))
+    a = optimal_a(lam.clamp_min(0.0))
+    one_minus_4a = 1.0 - 4.0 * a
+    b = one_minus_4a.sqrt()[..., :, None] * q.transpose(-1, -2)
+    log_d = 0.25 * one_minus_4a.log().sum(-1)
+    return a.to(x.dtype), b.to(x.dtype), log_d.to(x.dtype)
+
+
+def sderf_exponent(
+    x: torch.Tensor, w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, log_d: torch.Tensor
+) -> torch.Tensor:
+    """e(x) = Σ_l A_l ω_rl² + ω_rᵀBx − ‖x‖²/2 + log D − ½ log m, shape (…, L, m)."""
+    m = w.shape[-2]
+    wb = w @ b  # (…, m, d): row r is ω_rᵀB
+    quad = (w.square() @ a[..., :, None]).transpose(-1, -2)  # (…, 1, m): Σ_l A_l ω_rl²
+    return (
+        x @ wb.transpose(-1, -2)
+        + quad
+        - 0.5 * x.square().sum(-1, keepdim=True)
+        + log_d[..., None, None]
+        - 0.5 * math.log(m)
+    )
+
+
+@FEATURE_MAPS.register("sderf")
+class SymmetricDenseExponentialFeatures(ExponentialFeatureMap):
+    """SDERF φ(x) = m^(-1/2) D exp(Σ_l A_l ω_l² + ωᵀBx − ‖x‖²/2), A, B from P (2302.00787).
+
+    Data-dependent (looks at all tokens), so not causal.
+    """
+
+    data_dependent: ClassVar[bool] = True
+
+    def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
+        a, b, log_d = sderf_parameters(x, y, x_mask, y_mask)
+        return sderf_exponent(x, w, a, b, log_d), sderf_exponent(y, w, a, b, log_d)

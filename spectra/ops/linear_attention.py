@@ -1,0 +1,327 @@
+"""Linear (kernelized) attention kernels: fast paths and the plain references they must match.
+
+Given features φ(X) (…, Lx, M), φ(Y) (…, Ly, M) and values V (…, Ly, dv) (Performer,
+arXiv 2009.14794; Katharopoulos et al., arXiv 2006.16236)::
+
+    non-causal:  out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)
+    causal:      out_i = φ(x_i)ᵀ S_i / (φ(x_i)ᵀ z_i + ε),  S_i = Σ_{j≤i} φ(y_j) v_jᵀ,  z_i = Σ_{j≤i} φ(y_j)
+
+Numerator and denominator come from one matmul: V is extended by a ones column, [V, 1].
+
+Denominator (:func:`normalize_attention`): for positive features it is > 0 and ε is added. For
+signed features (e.g. trigonometric RFF) it can be ≈ 0 or negative; we keep its sign and clamp
+its magnitude to at least ε (``den ← sign(den) · max(|den|, ε)``, sign(0) = +1). This keeps the
+estimator unchanged wherever |den| ≥ ε and bounds |out| by |num| / ε elsewhere.
+
+Fast paths: :func:`linear_attention` (any features), :func:`exp_linear_attention` (fused:
+log-features → stabilized exp → attention in one autograd function with a hand-written
+backward, for exponential feature maps), :func:`causal_linear_attention` (chunked prefix sums).
+References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
+:func:`causal_linear_attention_prefix_naive` and :func:`causal_linear_attention_quadratic_naive`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "causal_linear_attention",
+    "causal_linear_attention_prefix_naive",
+    "causal_linear_attention_quadratic_naive",
+    "exp_linear_attention",
+    "exp_linear_attention_naive",
+    "linear_attention",
+    "linear_attention_naive",
+    "normalize_attention",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared pieces
+# ---------------------------------------------------------------------------------------------
+def _with_ones(v: torch.Tensor) -> torch.Tensor:
+    """[V, 1] (…, L, dv + 1): one matmul then gives numerator and denominator together."""
+    return torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+
+
+def normalize_attention(nd: torch.Tensor, eps: float, positive: bool = True) -> torch.Tensor:
+    """``nd`` = [num, den] (…, L, dv + 1) → num / den' (…, L, dv).
+
+    Positive features: den' = den + ε. Signed features: den' = sign(den) · max(|den|, ε), with
+    sign(0) = +1 (see the module docstring).
+    """
+    num, den = nd[..., :-1], nd[..., -1:]
+    if positive:
+        den = den + eps
+    else:
+        den = torch.where(den >= 0, den.clamp_min(eps), den.clamp_max(-eps))
+    return num / den
+
+
+def _check_features(phi_x: torch.Tensor, phi_y: torch.Tensor, v: torch.Tensor) -> None:
+    if phi_x.shape[-1] != phi_y.shape[-1]:
+        raise ValueError(
+            f"feature dims differ: φ(x) has {phi_x.shape[-1]}, φ(y) has {phi_y.shape[-1]}"
+        )
+    if phi_y.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"keys and values must have the same length, got {phi_y.shape[-2]} and {v.shape[-2]}"
+        )
+
+
+def _masked_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
+    """One detached max of ``ey`` over valid keys and all features per leading index (…, 1, 1).
+
+    Computed as a max of per-row maxima, so no (…, L, M) temporary is allocated; 0 when no key
+    is valid.
+    """
+    row = ey.detach().amax(dim=-1)  # (…, L)
+    if y_mask is not None:
+        row = row.masked_fill(~y_mask, float("-inf"))
+    m = row.amax(dim=-1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return m[..., None, None]
+
+
+def _row_max(ex: torch.Tensor) -> torch.Tensor:
+    """Detached per-row max (…, L, 1), 0 where not finite."""
+    m = ex.detach().amax(dim=-1, keepdim=True)
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+# ---------------------------------------------------------------------------------------------
+# non-causal
+# ---------------------------------------------------------------------------------------------
+def linear_attention(
+    phi_x: torch.Tensor,
+    phi_y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    positive: bool = True,
+) -> torch.Tensor:
+    """out = φ(X) (φ(Y)ᵀ [V, 1]) normalized; O(L·M·dv), never forms the L×L matrix."""
+    _check_features(phi_x, phi_y, v)
+    kv = phi_y.transpose(-1, -2) @ _with_ones(v)  # (…, M, dv + 1)
+    return normalize_attention(phi_x @ kv, eps, positive)
+
+
+def linear_attention_naive(
+    phi_x: torch.Tensor,
+    phi_y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    positive: bool = True,
+) -> torch.Tensor:
+    """Reference: K̂ = φ(X) φ(Y)ᵀ explicitly (…, Lx, Ly), out = K̂V / (K̂1 + ε)."""
+    _check_features(phi_x, phi_y, v)
+    k = phi_x @ phi_y.transpose(-1, -2)
+    nd = torch.cat([k @ v, k.sum(-1, keepdim=True)], dim=-1)
+    return normalize_attention(nd, eps, positive)
+
+
+class _ExpLinearAttention(torch.autograd.Function):
+    """Fused exp + linear attention on log-features (hand-written backward).
+
+    Forward: φx = exp(ex − c_x), φy = exp(ey − c_y) (masked rows 0), [num, den] = φx (φyᵀ [V, 1]),
+    out = num / (den + ε). c_x is the per-row max, c_y one max over valid keys (both detached;
+    zero without ``stabilize``). Saves only φx, φy (the exp is done in place on a fresh buffer)
+    and small tensors. Backward, with G = [g / (den+ε), −Σ(g·out) / (den+ε)] (…, Lx, dv + 1):
+    ∂ex = (G KVᵀ) ⊙ φx, ∂KV = φxᵀ G, ∂ey = ([V, 1] ∂KVᵀ) ⊙ φy, ∂V = φy ∂KV[:, :dv].
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        ex: torch.Tensor,
+        ey: torch.Tensor,
+        v: torch.Tensor,
+        x_mask: torch.Tensor | None,
+        y_mask: torch.Tensor | None,
+        eps: float,
+        stabilize: bool,
+    ) -> torch.Tensor:
+        if stabilize:
+            phi_x = torch.sub(ex, _row_max(ex))
+            phi_y = torch.sub(ey, _masked_key_max(ey, y_mask))
+        else:
+            phi_x, phi_y = ex.clone(), ey.clone()
+        phi_x.exp_()
+        phi_y.exp_()
+        if x_mask is not None:
+            phi_x.masked_fill_(~x_mask[..., None], 0.0)
+        if y_mask is not None:
+            phi_y.masked_fill_(~y_mask[..., None], 0.0)
+        v1 = _with_ones(v)
+        kv = phi_y.transpose(-1, -2) @ v1  # (…, M, dv + 1)
+        nd = phi_x @ kv  # (…, Lx, dv + 1)
+        den = nd[..., -1:] + eps
+        out = nd[..., :-1] / den
+        ctx.save_for_backward(phi_x, phi_y, v1, kv, den, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        phi_x, phi_y, v1, kv, den, out = ctx.saved_tensors
+        need_ex, need_ey, need_v = ctx.needs_input_grad[:3]
+        g_num = g / den
+        g_den = -(g_num * out).sum(-1, keepdim=True)
+        gg = torch.cat([g_num, g_den], dim=-1)  # (…, Lx, dv + 1)
+        g_ex = g_ey = g_v = None
+        if need_ex:
+            g_ex = (gg @ kv.transpose(-1, -2)).mul_(phi_x)
+        if need_ey or need_v:
+            g_kv = phi_x.transpose(-1, -2) @ gg  # (…, M, dv + 1)
+            if need_ey:
+                g_ey = (v1 @ g_kv.transpose(-1, -2)).mul_(phi_y)
+            if need_v:
+                g_v = phi_y @ g_kv[..., :-1]
+        return g_ex, g_ey, g_v, None, None, None, None
+
+
+def _check_log_features(
+    ex: torch.Tensor,
+    ey: torch.Tensor,
+    v: torch.Tensor,
+    x_mask: torch.Tensor | None,
+    y_mask: torch.Tensor | None,
+) -> None:
+    _check_features(ex, ey, v)
+    for label, t, mask in (("x_mask", ex, x_mask), ("y_mask", ey, y_mask)):
+        if mask is not None and (mask.dtype != torch.bool or mask.shape != t.shape[:-1]):
+            raise ValueError(
+                f"{label} must be a bool tensor of shape {tuple(t.shape[:-1])}, "
+                f"got {mask.dtype} {tuple(mask.shape)}"
+            )
+
+
+def exp_linear_attention(
+    ex: torch.Tensor,
+    ey: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    stabilize: bool = True,
+) -> torch.Tensor:
+    """Non-causal attention with positive features φ = exp(e) given their logs (fused, fast).
+
+    ``ex`` (…, Lx, M), ``ey`` (…, Ly, M) are log-features (e.g.
+    :meth:`~spectra.features.ExponentialFeatureMap.exponents`); masks (…, L) bool, True = real
+    token. With ``stabilize`` each query row is shifted by its max and all keys of a leading
+    index by one max over valid keys (both cancel in the normalization, DESIGN.md §1).
+    Equals :func:`exp_linear_attention_naive` (outputs and gradients) to float rounding.
+    """
+    _check_log_features(ex, ey, v, x_mask, y_mask)
+    return _ExpLinearAttention.apply(ex, ey, v.to(ex.dtype), x_mask, y_mask, eps, stabilize)
+
+
+def exp_linear_attention_naive(
+    ex: torch.Tensor,
+    ey: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    stabilize: bool = True,
+) -> torch.Tensor:
+    """Reference for :func:`exp_linear_attention`: plain autograd, explicit L×L kernel."""
+    _check_log_features(ex, ey, v, x_mask, y_mask)
+    if stabilize:
+        ex = ex - _row_max(ex)
+        ey = ey - _masked_key_max(ey, y_mask)
+    phi_x, phi_y = ex.exp(), ey.exp()
+    if x_mask is not None:
+        phi_x = torch.where(x_mask[..., None], phi_x, torch.zeros_like(phi_x))
+    if y_mask is not None:
+        phi_y = torch.where(y_mask[..., None], phi_y, torch.zeros_like(phi_y))
+    return linear_attention_naive(phi_x, phi_y, v.to(ex.dtype), eps=eps, positive=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# causal
+# ---------------------------------------------------------------------------------------------
+def _check_causal(phi_x: torch.Tensor, phi_y: torch.Tensor, v: torch.Tensor) -> None:
+    _check_features(phi_x, phi_y, v)
+    if phi_x.shape[-2] != phi_y.shape[-2]:
+        raise ValueError(
+            "causal attention needs as many queries as keys, got "
+            f"{phi_x.shape[-2]} and {phi_y.shape[-2]}"
+        )
+
+
+def causal_linear_attention(
+    phi_x: torch.Tensor,
+    phi_y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    chunk_size: int = 128,
+    eps: float = 1e-6,
+    positive: bool = True,
+) -> torch.Tensor:
+    """Causal linear attention by chunks of C = ``chunk_size`` positions.
+
+    Inside a chunk: the masked quadratic form tril(φX_c φY_cᵀ) [V_c, 1]; across chunks: the
+    carried state S_c = Σ_{chunks c' < c} φY_c'ᵀ [V_c', 1] (an exclusive prefix sum over chunk
+    sums). Memory O(L·C + (L/C)·M·dv): the L×M×dv prefix tensor is never formed. L need not be
+    a multiple of C (the tail is zero-padded).
+    """
+    _check_causal(phi_x, phi_y, v)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    length = phi_x.shape[-2]
+    c = min(chunk_size, max(length, 1))
+    n = math.ceil(length / c)
+    pad = n * c - length
+    v1 = _with_ones(v)
+    if pad:
+        phi_x, phi_y, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (phi_x, phi_y, v1))
+    lead = phi_x.shape[:-2]
+    qx = phi_x.reshape(*lead, n, c, phi_x.shape[-1])
+    ky = phi_y.reshape(*lead, n, c, phi_y.shape[-1])
+    vv = v1.reshape(*lead, n, c, v1.shape[-1])
+    chunk_kv = ky.transpose(-1, -2) @ vv  # (…, n, M, dv + 1)
+    state = torch.cat(
+        [torch.zeros_like(chunk_kv[..., :1, :, :]), chunk_kv[..., :-1, :, :].cumsum(dim=-3)],
+        dim=-3,
+    )  # exclusive prefix sum over chunks
+    intra = (qx @ ky.transpose(-1, -2)).tril() @ vv  # (…, n, C, dv + 1)
+    nd = (qx @ state + intra).reshape(*lead, n * c, v1.shape[-1])[..., :length, :]
+    return normalize_attention(nd, eps, positive)
+
+
+def causal_linear_attention_prefix_naive(
+    phi_x: torch.Tensor,
+    phi_y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    positive: bool = True,
+) -> torch.Tensor:
+    """Reference: S_i = cumsum_j φ(y_j)[v_j, 1]ᵀ materialized (…, L, M, dv + 1) (tiny inputs)."""
+    _check_causal(phi_x, phi_y, v)
+    prefix = (phi_y[..., :, :, None] * _with_ones(v)[..., :, None, :]).cumsum(dim=-3)
+    nd = torch.einsum("...lm,...lme->...le", phi_x, prefix)
+    return normalize_attention(nd, eps, positive)
+
+
+def causal_linear_attention_quadratic_naive(
+    phi_x: torch.Tensor,
+    phi_y: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    positive: bool = True,
+) -> torch.Tensor:
+    """Reference: lower-triangular K̂ = tril(φ(X) φ(Y)ᵀ) (…, L, L), out = K̂[V, 1] normalized."""
+    _check_causal(phi_x, phi_y, v)
+    k = (phi_x @ phi_y.transpose(-1, -2)).tril()
+    return normalize_attention(k @ _with_ones(v), eps, positive)

@@ -1,0 +1,278 @@
+"""Lightning data modules for the LRA tasks (built on :mod:`lra_data`).
+
+Two task families: single-sequence classification (ListOps, Text) and paired-sequence retrieval
+(AAN, and the IMDB substitute), chosen by the task's ``TaskSpec.pair`` flag — never by name.
+
+Where the data is looked for (first hit wins): ``task.data_dir`` (default
+``${oc.env:LRA_DATA_DIR,data}``), then each of ``task.search_dirs``. Relative paths are tried
+against the working directory, then against the repository root. If nothing is found and
+``task.prepare`` is set, ``lra_data.prepare(task, data_dir, seed=…, **task.prepare)`` writes the
+data into ``task.data_dir`` first (rank zero only; e.g. the quickstart's small generated
+ListOps). Otherwise a :class:`MissingDataError` says where we looked and how to get the data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import lra_data
+from spectra.registry import check_options
+
+__all__ = [
+    "ClassificationDataModule",
+    "LRADataModule",
+    "MissingDataError",
+    "RetrievalDataModule",
+    "datamodule_for",
+    "find_data",
+    "task_spec",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPLITS = ("train", "val", "test")
+
+
+class MissingDataError(FileNotFoundError):
+    """No directory holds the data of a task; the message lists where we looked."""
+
+
+def task_spec(name: str) -> Any:
+    """``lra_data.TASKS[name]``; an unknown task raises ``ValueError`` listing the known ones."""
+    try:
+        return lra_data.TASKS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(lra_data.TASKS))}"
+        ) from None
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None, search_dirs: Sequence[str] = ()) -> list[Path]:
+    """The directories to look in, in order, without duplicates (relative paths: cwd, then the
+    repository root)."""
+    out: list[Path] = []
+    for raw in [data_dir, *search_dirs]:
+        if raw is None or str(raw) == "":
+            continue
+        path = Path(os.path.expanduser(str(raw)))
+        options = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+        for option in options:
+            resolved = option.resolve()
+            if resolved not in out:
+                out.append(resolved)
+    return out
+
+
+def find_data(
+    task: str,
+    data_dir: str | os.PathLike | None,
+    search_dirs: Sequence[str] = (),
+    **dataset_options: Any,
+) -> tuple[Path, Dataset]:
+    """The first of :func:`candidate_dirs` from which ``task``'s train split loads, with that
+    split (``dataset_options`` go to ``lra_data.build_dataset``); else :class:`MissingDataError`."""
+    tried: list[str] = []
+    for directory in candidate_dirs(data_dir, search_dirs):
+        if not directory.is_dir():
+            tried.append(f"  - {directory}: directory does not exist")
+            continue
+        try:
+            return directory, lra_data.build_dataset(task, "train", directory, **dataset_options)
+        except FileNotFoundError as exc:
+            tried.append(f"  - {directory}: {str(exc).splitlines()[0]}")
+    env = os.environ.get("LRA_DATA_DIR")
+    raise MissingDataError(
+        f"no data found for task {task!r}. Looked in:\n"
+        + "\n".join(tried)
+        + f"\n(LRA_DATA_DIR is {'set to ' + repr(env) if env else 'not set'}.) "
+        f"Prepare it with `python -m lra_data prepare {task} --out data` (see README), point "
+        "LRA_DATA_DIR or task.data_dir=… at a directory that has it, or see lra_data's docs for "
+        "the official LRA release layout."
+    )
+
+
+class LRADataModule(L.LightningDataModule):
+    """Datasets, collation and loaders of one LRA task (one family per subclass).
+
+    ``collator`` pads a batch to the longest sequence, rounded up to ``pad_to_multiple_of``
+    (or to the fixed ``pad_to``). ``max_positions`` is the longest padded length a batch can have,
+    which the model's learned positions must cover.
+    """
+
+    pair: bool = False
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        data_dir: str | None = None,
+        search_dirs: Sequence[str] = (),
+        max_length: int | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pad_to: int | str = "longest",
+        pad_to_multiple_of: int | None = None,
+        prepare: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        skip_bad_rows: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec = task_spec(name)
+        if bool(self.spec.pair) != self.pair:
+            raise ValueError(
+                f"{type(self).__name__} is for {'paired' if self.pair else 'single'}-sequence "
+                f"tasks; task {name!r} has pair={self.spec.pair}. Use datamodule_for(...)"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"task.batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"task.num_workers must be an integer >= 0, got {num_workers!r}")
+        self.name = name
+        self.data_dir = data_dir
+        self.search_dirs = list(search_dirs or ())
+        self.max_length = int(max_length or self.spec.max_length)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pad_to = pad_to
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.prepare_options = dict(prepare) if prepare is not None else None
+        self.options = dict(options or {})
+        self.skip_bad_rows = skip_bad_rows
+        self.seed = seed
+        self.resolved_dir: Path | None = None
+        self.datasets: dict[str, Dataset] = {}
+        self.collator = lra_data.Collator(pad_to=pad_to, pad_to_multiple_of=pad_to_multiple_of)
+
+    # -- shapes the model needs -------------------------------------------------------------
+    @property
+    def max_positions(self) -> int:
+        """Longest padded batch length: ``pad_to`` if fixed, else max_length rounded up."""
+        if isinstance(self.pad_to, int):
+            return max(self.pad_to, self.max_length)
+        multiple = self.pad_to_multiple_of or 1
+        return -(-self.max_length // multiple) * multiple
+
+    # -- data location ------------------------------------------------------------------------
+    def _find(self) -> Path:
+        directory, train = find_data(
+            self.name,
+            self.data_dir,
+            self.search_dirs,
+            max_length=self.max_length,
+            skip_bad_rows=self.skip_bad_rows,
+            **self.options,
+        )
+        self.datasets["train"] = train
+        self.resolved_dir = directory
+        return directory
+
+    def prepare_data(self) -> None:
+        """Rank zero: write the data with ``lra_data.prepare`` if it is missing and allowed."""
+        if self.prepare_options is None:
+            return
+        try:
+            self._find()
+        except MissingDataError:
+            if self.data_dir is None:
+                raise
+            lra_data.prepare(self.name, self.data_dir, seed=self.seed, **self.prepare_options)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.resolved_dir is None:
+            self._find()
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(
+            stage or "", SPLITS
+        )
+        for split in wanted:
+            if split not in self.datasets:
+                self.datasets[split] = lra_data.build_dataset(
+                    self.name,
+                    split,
+                    self.resolved_dir,
+                    max_length=self.max_length,
+                    skip_bad_rows=self.skip_bad_rows,
+                    **self.options,
+                )
+
+    # -- loaders ------------------------------------------------------------------------------
+    def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+            generator=generator,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def dataset_stats(self) -> dict[str, Any]:
+        """Sizes (and truncation counts when the dataset reports them) of the loaded splits."""
+        out: dict[str, Any] = {}
+        for split, ds in self.datasets.items():
+            out[f"data/{split}_size"] = len(ds)  # type: ignore[arg-type]
+            stats = getattr(ds, "stats", None)
+            if callable(stats):
+                stats = stats()
+            if isinstance(stats, Mapping):
+                for key, value in stats.items():
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        out[f"data/{split}_{key}"] = value
+        return out
+
+
+class ClassificationDataModule(LRADataModule):
+    """Single-sequence tasks (ListOps, Text): batches ``input_ids``, ``mask``, ``labels``."""
+
+    pair = False
+
+
+class RetrievalDataModule(LRADataModule):
+    """Paired-sequence tasks (AAN retrieval, the IMDB substitute): also ``input_ids2``, ``mask2``."""
+
+    pair = True
+
+
+_FAMILIES: dict[bool, type[LRADataModule]] = {
+    False: ClassificationDataModule,
+    True: RetrievalDataModule,
+}
+
+# ``task`` config keys read by the optimizer, not by the data module.
+TRAINING_KEYS = frozenset({"lr"})
+
+
+def datamodule_for(task_cfg: Mapping[str, Any], *, seed: int = 0) -> LRADataModule:
+    """The data module of the task family of ``task_cfg["name"]`` (by ``TaskSpec.pair``).
+
+    Unknown keys in ``task_cfg`` raise ``ValueError`` listing the allowed ones.
+    """
+    if "name" not in task_cfg:
+        raise ValueError("the task config has no 'name'; known tasks: " + ", ".join(lra_data.TASKS))
+    spec = task_spec(task_cfg["name"])
+    cls = _FAMILIES[bool(spec.pair)]
+    options = {k: v for k, v in task_cfg.items() if k not in TRAINING_KEYS}
+    check_options(cls, options, what="task config")
+    return cls(**options, seed=seed)

@@ -1,0 +1,183 @@
+"""The LightningModule: an LRA model, cross-entropy, accuracy, AdamW and a one-cycle schedule.
+
+Optimizer and schedule follow the Skyformer / Spectraformer LRA setup (arXiv 2111.00035,
+2405.15310): AdamW (eps 1e-6) and ``torch.optim.lr_scheduler.OneCycleLR`` with
+``pct_start = warmup_steps / total_steps`` and linear annealing; gradient clipping is the
+Trainer's ``gradient_clip_val``. The whole resolved run config is stored in the checkpoint
+(``hparams.cfg``), so a checkpoint rebuilds its own model (:meth:`LRAModule.load_from_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from spectra.training.attention import attention_spec
+from spectra.training.data import task_spec
+from spectra.training.models import DualEncoderClassifier, LRAEncoder, SequenceClassifier
+
+__all__ = ["LRAModule", "build_model", "count_parameters"]
+
+_HEADS: dict[bool, type[nn.Module]] = {False: SequenceClassifier, True: DualEncoderClassifier}
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total and trainable parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> nn.Module:
+    """The model of a run config: encoder from ``cfg.model`` with the attention of
+    ``cfg.attention`` (via ``ATTENTIONS.build``), head by the task family (``TaskSpec.pair``).
+
+    Attention names are checked here, so a bad name fails before any data is loaded.
+    """
+    spec = task_spec(cfg["task"]["name"])
+    attention = attention_spec(cfg["attention"])
+    model_cfg = dict(cfg["model"])
+    allowed = {"embed_dim", "ffn_dim", "num_layers", "num_heads", "head_dim", "dropout",
+               "head_hidden_dim", "max_positions"}
+    unknown = sorted(set(model_cfg) - allowed)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {unknown}; allowed: {sorted(allowed)}")
+    positions = model_cfg.get("max_positions") or max_positions or spec.max_length
+    encoder = LRAEncoder(
+        vocab_size=spec.vocab_size,
+        max_positions=int(positions),
+        embed_dim=model_cfg["embed_dim"],
+        ffn_dim=model_cfg["ffn_dim"],
+        num_layers=model_cfg["num_layers"],
+        num_heads=model_cfg["num_heads"],
+        head_dim=attention.head_dim,
+        attention_factory=attention.factory(),
+        dropout=model_cfg.get("dropout", 0.1),
+    )
+    hidden = model_cfg.get("head_hidden_dim") or model_cfg["ffn_dim"]
+    return _HEADS[bool(spec.pair)](encoder, num_classes=spec.num_classes, hidden_dim=hidden)
+
+
+class LRAModule(L.LightningModule):
+    """Trains and evaluates :func:`build_model` of a resolved run config (a plain dict).
+
+    Logs ``{train,val,test}/loss`` and ``/acc`` (``val`` and ``test`` synchronized across DDP
+    ranks), ``val/acc_best``, and the parameter counts.
+    """
+
+    def __init__(self, cfg: dict[str, Any], max_positions: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg, "max_positions": max_positions}, logger=False)
+        self.cfg = cfg
+        self.model = build_model(cfg, max_positions=max_positions)
+        num_classes = task_spec(cfg["task"]["name"]).num_classes
+        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+        self.param_counts = count_parameters(self.model)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(batch)
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        return loss, logits.argmax(dim=-1)
+
+    @staticmethod
+    def _batch_size(batch: dict[str, torch.Tensor]) -> int:
+        return int(batch["labels"].shape[0])
+
+    # -- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds = self._step(batch)
+        self.train_acc(preds, batch["labels"])
+        bs = self._batch_size(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, preds = self._step(batch)
+        self.val_loss(loss, weight=self._batch_size(batch))
+        self.val_acc(preds, batch["labels"])
+        bs = self._batch_size(batch)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=bs)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True,
+                 batch_size=bs)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, preds = self._step(batch)
+        self.test_loss(loss, weight=self._batch_size(batch))
+        self.test_acc(preds, batch["labels"])
+        bs = self._batch_size(batch)
+        self.log("test/loss", self.test_loss, on_step=False, on_epoch=True, batch_size=bs)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True, batch_size=bs)
+
+    # -- optimization ---------------------------------------------------------------------------
+    def total_steps(self) -> int:
+        """Length of the one-cycle schedule: ``trainer.max_steps`` if set, else the Trainer's
+        estimate; at least 2 (OneCycleLR needs two points)."""
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        if max_steps is None or max_steps < 0:
+            estimate = self.trainer.estimated_stepping_batches
+            if not math.isfinite(estimate):
+                raise ValueError(
+                    "the one-cycle schedule needs a finite length: set trainer.max_steps"
+                )
+            max_steps = int(estimate)
+        return max(int(max_steps), 2)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = dict(self.cfg["optim"])
+        unknown = sorted(set(optim) - {"lr", "betas", "eps", "weight_decay", "scheduler"})
+        if unknown:
+            raise ValueError(
+                f"unknown optim option(s) {unknown}; allowed: betas, eps, lr, scheduler, "
+                "weight_decay"
+            )
+        sched = dict(optim.pop("scheduler", {}) or {})
+        optimizer = torch.optim.AdamW(
+            self.parameters(),
+            lr=optim["lr"],
+            betas=tuple(optim.get("betas", (0.9, 0.999))),
+            eps=optim.get("eps", 1e-6),
+            weight_decay=optim.get("weight_decay", 0.0),
+        )
+        total = self.total_steps()
+        warmup = int(sched.pop("warmup_steps", 0))
+        if warmup < 0:
+            raise ValueError(f"optim.scheduler.warmup_steps must be >= 0, got {warmup}")
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=optim["lr"],
+            total_steps=total,
+            pct_start=min(warmup / total, 0.5),
+            **sched,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }

@@ -1,0 +1,280 @@
+"""``train(cfg)`` and ``evaluate(cfg)``: what ``train.py`` and ``eval.py`` run.
+
+Order of a training run: seed everything → resolve the config → build the data module (checks
+the task name and options; loads nothing) → build the model (checks every component name through
+the registries; loads nothing) → loggers and callbacks → ``Trainer.fit`` (data is prepared and
+loaded here) → ``Trainer.test`` on the best checkpoint. ``train`` returns the metrics, with
+``objective`` = best validation accuracy (for sweepers), and writes them to
+``<run dir>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from spectra.training.attention import attention_spec
+from spectra.training.callbacks import ThroughputMonitor
+from spectra.training.data import datamodule_for
+from spectra.training.loggers import clean_tags, finish_wandb
+from spectra.training.module import LRAModule
+
+__all__ = ["evaluate", "run_name", "run_tags", "train"]
+
+log = logging.getLogger(__name__)
+
+
+# -- names and tags ------------------------------------------------------------------------------
+def run_tags(cfg: Mapping[str, Any]) -> list[str]:
+    """Tags from the composed config: task, attention and its components, m."""
+    spec = attention_spec(cfg["attention"])
+    tags = [f"task={cfg['task']['name']}"]
+    tags += [f"{key}={value}" for key, value in spec.tags().items()]
+    return clean_tags(tags)
+
+
+def run_name(cfg: Mapping[str, Any]) -> str:
+    """``<task>.<attention>[.<component>…][.m<m>].s<seed>``, e.g. ``lra_text.random_features.
+    orthogonal.saderf.m128.s0``."""
+    spec = attention_spec(cfg["attention"])
+    parts = [str(cfg["task"]["name"]), *map(str, spec.tags().values())]
+    if spec.options.get("num_features") is not None:
+        parts[-1] = f"m{parts[-1]}"
+    parts.append(f"s{cfg.get('seed', 0)}")
+    return ".".join(parts)
+
+
+def _fill_run_identity(cfg: DictConfig) -> None:
+    """Set ``run_name`` (if null) and prepend the automatic tags to ``tags``."""
+    with open_dict(cfg):
+        if cfg.get("run_name") is None:
+            cfg.run_name = run_name(cfg)
+        cfg.tags = clean_tags([*run_tags(cfg), *(cfg.get("tags") or [])])
+
+
+# -- building blocks -----------------------------------------------------------------------------
+def _instantiate_all(node: Any, kind: str) -> list[Any]:
+    """Instantiate every non-null ``_target_`` entry of a ``callbacks`` / ``logger`` mapping."""
+    out: list[Any] = []
+    if not node:
+        return out
+    for key, value in node.items():
+        if value is None:
+            continue
+        if not (isinstance(value, Mapping | DictConfig) and "_target_" in value):
+            raise ValueError(f"{kind}.{key} must be a mapping with a _target_, got {value!r}")
+        out.append(instantiate(value))
+    return out
+
+
+def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
+    """Make Lightning's DDP subprocess launcher re-run *this* Hydra job on the other ranks.
+
+    Lightning re-invokes ``sys.argv`` with ``hydra.run.dir=<HydraConfig run.dir>``. In a
+    multirun, ``sys.argv`` holds the whole sweep (``-m a=x,y``) and ``run.dir`` is not the job's
+    directory; so rewrite both to the current job: its own overrides and its output directory.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:  # pragma: no cover
+        return
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    hc = HydraConfig.instance().cfg
+    job_overrides = [str(o) for o in hc.hydra.overrides.task]
+    sys.argv = [sys.argv[0], *job_overrides]
+    with open_dict(hc):
+        OmegaConf.set_readonly(hc, False)
+        hc.hydra.run.dir = str(hc.hydra.runtime.output_dir)
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(kwargs, dict)
+    return {k: v for k, v in kwargs.items() if v is not None or k == "check_val_every_n_epoch"}
+
+
+def _as_float(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+@rank_zero_only
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(data), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _wandb_info(loggers: list[Logger]) -> dict[str, Any]:
+    """Group, run id and directory of an active W&B run (rank zero), for the metrics file."""
+    for lg in loggers:
+        if type(lg).__name__ != "WandbLogger":
+            continue
+        run = lg.experiment
+        if getattr(run, "id", None) is None:  # a rank > 0 placeholder
+            continue
+        return {
+            "logger/wandb_group": run.group,
+            "logger/wandb_id": run.id,
+            "logger/wandb_dir": str(run.dir),
+        }
+    return {}
+
+
+def _log_config(loggers: list[Logger], container: dict[str, Any], extra: dict[str, Any]) -> None:
+    for lg in loggers:
+        lg.log_hyperparams({**container, **extra})
+
+
+# -- train ---------------------------------------------------------------------------------------
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (``cfg.train``) and/or test (``cfg.test``) one run; returns its metrics.
+
+    The returned dict has ``objective`` (best validation accuracy, NaN when no validation ran),
+    the last logged metrics, ``test/acc`` when tested, parameter counts, step, wall time and
+    checkpoint paths.
+    """
+    start = time.perf_counter()
+    _fill_run_identity(cfg)
+    L.seed_everything(int(cfg.seed), workers=True)
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    log.info("run %s\n%s", cfg.run_name, OmegaConf.to_yaml(container))
+
+    # Fail fast: task name/options, then every component name, before any data is loaded.
+    datamodule = datamodule_for(container["task"], seed=int(cfg.seed))
+    module = LRAModule(container, max_positions=datamodule.max_positions)
+
+    if not cfg.train and not cfg.test:
+        raise ValueError("nothing to do: both train=false and test=false")
+    if not cfg.train and not cfg.ckpt_path:
+        raise ValueError("train=false test=true needs ckpt_path=<checkpoint to evaluate>")
+
+    _prepare_ddp_relaunch(cfg)
+    loggers: list[Logger] = []
+    try:
+        loggers = _instantiate_all(cfg.get("logger"), "logger")
+        callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
+        trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks)
+        params = module.param_counts
+        _log_config(
+            loggers,
+            container,
+            {"model/params_total": params["total"], "model/params_trainable": params["trainable"]},
+        )
+        metrics: dict[str, Any] = {}
+        if cfg.train:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if cfg.test:
+            if cfg.train:
+                best = checkpoint.best_model_path if checkpoint is not None else ""
+                ckpt_path = best or None
+            else:
+                ckpt_path = cfg.ckpt_path
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            for result in results:
+                metrics.update({k: _as_float(v) for k, v in result.items()})
+            metrics["test/ckpt_path"] = str(ckpt_path or "")
+
+        throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
+        if throughput is not None:
+            metrics.update(throughput.summary())
+        metrics.update(datamodule.dataset_stats())
+        best_val = metrics.get("val/acc_best", metrics.get("val/acc"))
+        metrics.update(
+            {
+                "objective": float(best_val) if best_val is not None else math.nan,
+                "model/params_total": params["total"],
+                "model/params_trainable": params["trainable"],
+                "global_step": int(trainer.global_step),
+                "wall_time_s": time.perf_counter() - start,
+                "run_name": cfg.run_name,
+                "output_dir": str(cfg.paths.output_dir),
+            }
+        )
+        metrics["world_size"] = int(trainer.world_size)
+        metrics.update(_wandb_info(loggers))
+        if checkpoint is not None:
+            metrics["best_model_path"] = checkpoint.best_model_path
+            metrics["last_model_path"] = checkpoint.last_model_path
+        for lg in loggers:
+            lg.log_metrics(
+                {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
+                step=int(trainer.global_step),
+            )
+            lg.save()
+        _write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        log.info("metrics: %s", json.dumps(metrics, default=str))
+        return metrics
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finally:
+        finish_wandb()
+
+
+# -- evaluate ------------------------------------------------------------------------------------
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split`` (``val`` or ``test``) with the model and task
+    config stored in the checkpoint; non-null ``cfg.task.*`` values override the stored task
+    config (e.g. ``task.data_dir=…``, ``task.eval_batch_size=…``). Returns the metrics."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("eval needs ckpt_path=<path to a .ckpt written by train.py>")
+    path = Path(str(cfg.ckpt_path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    split = str(cfg.get("split", "test"))
+    runners = {"val": L.Trainer.validate, "test": L.Trainer.test}
+    if split not in runners:
+        raise ValueError(f"split must be one of {', '.join(runners)}, got {split!r}")
+
+    L.seed_everything(int(cfg.seed), workers=True)
+    module = LRAModule.load_from_checkpoint(str(path), map_location="cpu")
+    run_cfg = dict(module.cfg)
+    task_cfg = dict(run_cfg["task"])
+    overrides = OmegaConf.to_container(cfg.get("task") or {}, resolve=True)
+    assert isinstance(overrides, dict)
+    task_cfg.update({k: v for k, v in overrides.items() if v is not None})
+    datamodule = datamodule_for(task_cfg, seed=int(cfg.seed))
+
+    loggers: list[Logger] = []
+    try:
+        with open_dict(cfg):
+            if cfg.get("run_name") is None:
+                cfg.run_name = f"eval.{run_cfg.get('run_name') or path.stem}"
+            cfg.tags = clean_tags([*(run_cfg.get("tags") or []), "eval", *(cfg.get("tags") or [])])
+        loggers = _instantiate_all(cfg.get("logger"), "logger")
+        callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
+        trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks)
+        _log_config(loggers, {"run": run_cfg, "eval": {"ckpt_path": str(path), "split": split}}, {})
+        results = runners[split](trainer, module, datamodule=datamodule)
+        metrics: dict[str, Any] = {}
+        for result in results:
+            metrics.update({k: _as_float(v) for k, v in result.items()})
+        metrics.update({"ckpt_path": str(path), "split": split, "run_name": cfg.run_name})
+        _write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
+        log.info("metrics: %s", json.dumps(metrics, default=str))
+        return metrics
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finally:
+        finish_wandb()

@@ -1,0 +1,207 @@
+"""End to end: train/test/resume/eval on tiny fixtures, fail-fast names, W&B offline, DDP sim.
+
+Everything runs with ``debug=fdr`` (one step) on ``lra_data.write_fixture`` data; the subprocess
+tests run ``python train.py`` exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+import lra_data
+from spectra.registry import UnknownComponentError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Small and fast: tiny model, few features, sequences padded to the longest in the batch.
+FAST = [
+    "model.embed_dim=16",
+    "model.ffn_dim=32",
+    "model.head_dim=8",
+    "model.head_hidden_dim=16",
+    "attention.num_features=16",
+    "task.pad_to=longest",
+    "task.batch_size=8",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lra")
+    for task in ("lra_listops", "imdb_retrieval"):
+        lra_data.write_fixture(task, root, rows_per_split=16, seed=0)
+    return root
+
+
+def compose_train(overrides: list[str], out: Path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={out}", *overrides])
+    return cfg
+
+
+def run_train(overrides: list[str], out: Path) -> dict:
+    from spectra.training import train
+
+    return train(compose_train(overrides, out))
+
+
+def base(data_dir: Path, task: str = "lra_listops", attention: str = "favor_plus") -> list[str]:
+    return [f"task={task}", f"attention={attention}", "debug=fdr", f"task.data_dir={data_dir}", *FAST]
+
+
+def test_fdr_trains_tests_checkpoints_and_logs(data_dir, tmp_path) -> None:
+    metrics = run_train(base(data_dir, attention="favor_sharp"), tmp_path)
+    assert metrics["global_step"] == 1
+    assert 0.0 <= metrics["objective"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
+    for key in ("train/loss", "val/acc", "val/loss", "model/params_total",
+                "perf/mean_step_time_s", "wall_time_s"):
+        assert key in metrics, key
+    assert Path(metrics["last_model_path"]).is_file()
+    assert Path(metrics["best_model_path"]).is_file()
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["run_name"] == "lra_listops.random_features.orthogonal.saderf.m16.s0"
+    csv_text = (tmp_path / "csv" / "metrics.csv").read_text()
+    for column in ("train/loss", "lr-AdamW", "perf/step_time_s", "perf/tokens_per_s",
+                   "perf/peak_mem_mb", "val/acc"):
+        assert column in csv_text, column
+    hparams = (tmp_path / "csv" / "hparams.yaml").read_text()
+    assert "saderf" in hparams and "model/params_total" in hparams
+
+
+def test_retrieval_fdr(data_dir, tmp_path) -> None:
+    metrics = run_train(base(data_dir, task="imdb_retrieval", attention="softmax"), tmp_path)
+    assert metrics["global_step"] == 1 and "test/acc" in metrics
+
+
+def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path) -> None:
+    common = [*base(data_dir), "trainer.max_steps=4", "trainer.limit_train_batches=2",
+              "trainer.val_check_interval=2"]
+    first = run_train([*common, "trainer.max_epochs=1", "test=false"], tmp_path / "a")
+    assert first["global_step"] == 2
+    last = first["last_model_path"]
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+    second = run_train([*common, "trainer.max_epochs=2", f"ckpt_path={last}"], tmp_path / "b")
+    assert second["global_step"] == 4
+    steps = (tmp_path / "b" / "csv" / "metrics.csv").read_text()
+    assert "train/loss" in steps
+
+    # eval.py's function on the resumed run's last checkpoint, config taken from the checkpoint
+    from spectra.training import evaluate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        ecfg = compose(
+            "eval",
+            overrides=[f"paths.output_dir={tmp_path / 'eval'}", f"ckpt_path={second['last_model_path']}",
+                       "split=val", "trainer.limit_val_batches=1"],
+        )
+    result = evaluate(ecfg)
+    assert 0.0 <= result["val/acc"] <= 1.0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["split"] == "val"
+
+    # train=false test=true: test a checkpoint with the composed config
+    tested = run_train([*common, "train=false", f"ckpt_path={last}"], tmp_path / "c")
+    assert "test/acc" in tested and tested["test/ckpt_path"] == last
+
+
+def test_bad_names_fail_before_data_loading(tmp_path) -> None:
+    missing = tmp_path / "no-data-here"  # if data loading started, this would raise MissingDataError
+    common = ["debug=fdr", f"task.data_dir={missing}", "task.prepare=null", *FAST]
+    with pytest.raises(UnknownComponentError) as err:
+        run_train([*common, "attention=favor_plus", "attention.sampler.name=orthogonl"], tmp_path)
+    assert "orthogonal" in str(err.value) and "gaussian" in str(err.value)
+    with pytest.raises(UnknownComponentError, match="Registered feature maps"):
+        run_train([*common, "attention=favor_plus", "attention.feature_map.name=nope"], tmp_path)
+    with pytest.raises(UnknownComponentError, match="softmax"):
+        run_train([*common, "attention=softmax", "attention.name=softmx"], tmp_path)
+    with pytest.raises(ValueError, match="known tasks"):
+        run_train([*common, "attention=softmax", "task.name=lra_nope"], tmp_path)
+    assert not missing.exists()
+
+
+def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
+    from spectra.training.data import MissingDataError
+
+    missing = tmp_path / "empty"
+    missing.mkdir()
+    with pytest.raises(MissingDataError, match="Looked in") as err:
+        run_train(["task=lra_retrieval", "attention=softmax", "debug=fdr",
+                   f"task.data_dir={missing}", "task.search_dirs=[]", *FAST], tmp_path)
+    assert str(missing) in str(err.value) and "prepare" in str(err.value)
+
+
+def test_quickstart_style_prepare_generates_missing_listops(tmp_path) -> None:
+    out = tmp_path / "gen"
+    prepare = "{num_train:64,num_val:16,num_test:16,min_length:10,max_length:60,max_depth:4}"
+    metrics = run_train([*base(out), f"task.data_dir={out}", f"+task.prepare={prepare}",
+                         "task.max_length=64"], tmp_path / "run")
+    assert metrics["data/train_size"] == 64
+    assert any(out.rglob("*.tsv"))
+
+
+def test_wandb_init_failure_falls_back_to_csv(monkeypatch, tmp_path, capsys) -> None:
+    import lightning.pytorch.loggers as pl_loggers
+
+    from spectra.training.loggers import wandb_logger
+
+    class Broken:
+        def __init__(self, *args, **kwargs) -> None:
+            raise RuntimeError("no network")
+
+    monkeypatch.setattr(pl_loggers, "WandbLogger", Broken)
+    logger = wandb_logger(save_dir=str(tmp_path), mode="offline")
+    assert isinstance(logger, pl_loggers.CSVLogger)
+    assert "W&B logging is unavailable (RuntimeError: no network)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="mode must be one of"):
+        wandb_logger(save_dir=str(tmp_path), mode="sometimes")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LOCAL_RANK", None)
+    env["WANDB_MODE"] = "offline"
+    env["WANDB_SILENT"] = "true"
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return env
+
+
+def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-6000:]
+    return proc
+
+
+def test_cli_multirun_wandb_offline_one_group(data_dir, tmp_path) -> None:
+    sweep = tmp_path / "sweep"
+    _run(["-m", "attention=favor_plus,favor_sharp", "task=lra_listops", "debug=fdr", "logger=wandb",
+          f"task.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", *FAST])
+    groups, runs = set(), []
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        groups.add(metrics["logger/wandb_group"])
+        runs += list((sweep / job / "wandb").glob("offline-run-*"))
+    assert groups == {"sweep"}
+    assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
+
+
+def test_cli_ddp_sim_two_processes(data_dir, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    proc = _run(["trainer=ddp_sim", "debug=fdr", "task=lra_listops", "attention=favor_plus",
+                 f"task.data_dir={data_dir}", f"hydra.run.dir={out}", *FAST])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2
+    assert "FeatureSyncCheck" not in proc.stderr
