@@ -13,6 +13,7 @@ law fails.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -62,7 +63,8 @@ def assert_mean_within(samples: torch.Tensor, target: float, what: str, k: float
     n = samples.numel()
     mean = samples.mean().item()
     se = samples.std().item() / math.sqrt(n)
-    assert abs(mean - target) <= k * se + 1e-12, f"{what}: mean {mean:.5f}, target {target}, SE {se:.5f}"
+    message = f"{what}: mean {mean:.5f}, target {target}, SE {se:.5f}"
+    assert abs(mean - target) <= k * se + 1e-12, message
 
 
 def assert_chi2_law(sq_norms: torch.Tensor, d: int, what: str) -> None:
@@ -244,6 +246,12 @@ def test_fwht_rejects_non_power_of_two(n: int) -> None:
         fwht(torch.zeros(2, n))
     with pytest.raises(ValueError, match="power of two"):
         hadamard_matrix(n)
+
+
+def test_numpy_integer_sizes_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    w = SAMPLERS.build("gaussian", dim=np.int64(4), num_features=np.int32(3)).sample()
+    assert w.shape == (3, 4)
 
 
 def test_next_power_of_two() -> None:
@@ -433,7 +441,7 @@ def test_mm_exact_moments_blockwise(m: int) -> None:
     blocks = sampler.blocks
     assert blocks[0][0] == 0 and blocks[-1][1] == D
     assert all(a < b and b - a <= m - 1 for a, b in blocks)
-    assert all(prev[1] == nxt[0] for prev, nxt in zip(blocks, blocks[1:]))
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(blocks))
     w = sampler.sample(seeded_generator(8), dtype=F64)
     torch.testing.assert_close(w.mean(0), torch.zeros(D, dtype=F64), rtol=0, atol=1e-10)
     second = w.T @ w / m

@@ -1,6 +1,6 @@
 """Fastfood weights (Le, Sarlós & Smola, "Fastfood — approximating kernel expansions in
-loglinear time", ICML 2013) and their learnable variant (Yang et al. 2015, "À la carte —
-learning fast kernels", arXiv 1412.6493).
+loglinear time", ICML 2013, arXiv 1408.3060) and their learnable variant (Yang et al. 2015,
+"À la carte — learning fast kernels", arXiv 1412.6493).
 
 One block is V = (1/(σ√p)) S H G Π H B (p × p; p = d padded to the next power of two, H the
 unnormalized Walsh–Hadamard matrix, B a diagonal of random signs ±1, Π a uniformly random
@@ -21,6 +21,7 @@ O(p log p) :func:`~spectra.features.hadamard.fwht`: O(m d log p) per draw.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -136,12 +137,12 @@ class LearnableFastfoodSampler(Sampler):
 
     def __init__(self, dim: int, num_features: int, seed: int = 0) -> None:
         super().__init__(dim, num_features)
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"fastfood_learnable: seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = int(seed)
         self.padded_dim = next_power_of_two(self.dim)
         parts = draw_fastfood_parts(
-            self.dim, self.num_features, seeded_generator(seed), torch.device("cpu")
+            self.dim, self.num_features, seeded_generator(self.seed), torch.device("cpu")
         )
         dtype = torch.get_default_dtype()
         self.signs = nn.Parameter(parts.signs.to(dtype))

@@ -7,6 +7,8 @@ moves them, after which no distributional statement holds). ``sample()`` returns
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -24,11 +26,11 @@ class LearnableSampler(Sampler):
 
     def __init__(self, dim: int, num_features: int, seed: int = 0) -> None:
         super().__init__(dim, num_features)
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"learnable sampler: seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = int(seed)
         init = torch.randn(
-            self.num_features, self.dim, generator=seeded_generator(seed), dtype=DRAW_DTYPE
+            self.num_features, self.dim, generator=seeded_generator(self.seed), dtype=DRAW_DTYPE
         )
         self.weight = nn.Parameter(init.to(torch.get_default_dtype()))
 

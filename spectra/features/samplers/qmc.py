@@ -46,7 +46,7 @@ class QMCSampler(Sampler):
         gen_device = draw_device(generator, device)
         seed = int(torch.randint(0, _SEED_HIGH, (1,), generator=generator, device=gen_device))
         engine = SobolEngine(dimension=d, scramble=True, seed=seed)
-        u = torch.rand(m, d, generator=generator, device=gen_device, dtype=DRAW_DTYPE)  # on the 2^-MAXBIT grid
+        u = engine.draw(m, dtype=DRAW_DTYPE).to(gen_device)  # on the 2^-MAXBIT grid
         jitter = torch.rand(m, d, generator=generator, device=gen_device, dtype=DRAW_DTYPE)
         u = u + jitter * 2.0 ** (-SobolEngine.MAXBIT)
         u = u.clamp(2.0**-60, 1.0 - 2.0**-53)
