@@ -5,6 +5,8 @@ Readers parse a source file once and store the encoded arrays under
 path, size and modification time, and the reader's parameters, so a changed file or option
 re-encodes. Cache root: the ``cache_dir`` argument, else ``$LRA_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/lra_data`` (default ``~/.cache/lra_data``). ``cache_dir=False`` disables it.
+Sources smaller than ``MIN_CACHED_BYTES`` in total (e.g. test fixtures) are parsed directly:
+they take milliseconds and would only fill the cache with entries keyed by temporary paths.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 CacheDir = str | os.PathLike | bool | None
+MIN_CACHED_BYTES = 8 << 20
 
 
 def cache_root(cache_dir: CacheDir = None) -> Path | None:
@@ -34,6 +37,11 @@ def cache_root(cache_dir: CacheDir = None) -> Path | None:
         return Path(env)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "lra_data"
+
+
+def _total_size(files: Sequence[Path]) -> float:
+    """Total bytes of the source files; a directory (many files) always counts as large."""
+    return sum(float("inf") if f.is_dir() else f.stat().st_size for f in files)
 
 
 def cache_key(kind: str, version: int, files: Sequence[Path], params: dict[str, Any]) -> str:
@@ -55,7 +63,7 @@ def cached(kind: str, version: int, files: Sequence[Path], params: dict[str, Any
     ``meta`` must be JSON-serializable. Arrays come back memory-mapped (read-only).
     """
     root = cache_root(cache_dir)
-    if root is None:
+    if root is None or _total_size(files) < MIN_CACHED_BYTES:
         return build()
     target = root / f"{kind}-{cache_key(kind, version, files, params)}"
     meta_path = target / "meta.json"

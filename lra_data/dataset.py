@@ -44,11 +44,9 @@ class Ragged:
         sizes = stops - starts
         new_off = np.zeros(index.size + 1, dtype=np.int64)
         np.cumsum(sizes, out=new_off[1:])
-        if index.size:
-            gather = np.repeat(starts - new_off[:-1], sizes) + np.arange(new_off[-1])
-            data = np.asarray(self.data)[gather]
-        else:
-            data = np.empty(0, dtype=self.data.dtype)
+        data = np.empty(int(new_off[-1]), dtype=self.data.dtype)
+        for j, (a, b) in enumerate(zip(starts.tolist(), stops.tolist())):
+            data[new_off[j] : new_off[j + 1]] = self.data[a:b]
         return Ragged(data, new_off, np.asarray(self.lengths)[index], self.shift)
 
 
@@ -76,8 +74,10 @@ def cut_ragged(r: Ragged, max_length: int) -> Ragged:
     kept = np.minimum(sizes, max_length)
     new_off = np.zeros(sizes.size + 1, dtype=np.int64)
     np.cumsum(kept, out=new_off[1:])
-    gather = np.repeat(r.offsets[:-1] - new_off[:-1], kept) + np.arange(new_off[-1])
-    return Ragged(np.asarray(r.data)[gather], new_off, r.lengths, r.shift)
+    data = np.empty(int(new_off[-1]), dtype=r.data.dtype)
+    for j, (a, n) in enumerate(zip(r.offsets[:-1].tolist(), kept.tolist())):
+        data[new_off[j] : new_off[j] + n] = r.data[a : a + n]
+    return Ragged(data, new_off, r.lengths, r.shift)
 
 
 def length_summary(lengths: np.ndarray) -> dict[str, float]:

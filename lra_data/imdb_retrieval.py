@@ -8,8 +8,9 @@ shared IMDB files carry no film ids, so "same film" pairs are not possible.)
 Construction, per split (seeded):
 
 * every review is cut into a first and a second passage at the sentence boundary (``.!?``
-  followed by whitespace, or a run of ``<br />`` tags) nearest its middle, else at the
-  whitespace nearest the middle, else at the middle character; the separator is dropped;
+  followed by whitespace, or a run of ``<br />`` tags) nearest its middle -- among those in
+  the middle half of the text -- else at the whitespace nearest the middle, else at the
+  middle character; the separator is dropped;
 * identical texts are used once (later copies are counted in ``duplicates_dropped``);
 * within each sentiment class the reviews are shuffled and half become positives
   ``(first_i, second_i)``; the other half become negatives ``(first_i, second_pi(i))`` with
@@ -31,21 +32,27 @@ _SPACE = re.compile(rb"\s+")
 
 
 def split_point(text: bytes) -> tuple[int, int]:
-    """``(a, b)``: passages are ``text[:a]`` and ``text[b:]`` (both non-empty if possible)."""
-    mid = len(text) / 2
-    for pattern in (_SENTENCE, _SPACE):
+    """``(a, b)``: the passages are ``text[:a]`` and ``text[b:]``.
+
+    The cut is the sentence boundary nearest the middle among those whose centre lies in the
+    middle half of the text; failing that the whitespace run nearest the middle; failing that
+    the character boundary nearest the middle.
+    """
+    n = len(text)
+    mid = n / 2
+    for pattern, window in ((_SENTENCE, n / 4), (_SPACE, n / 2)):
         best: tuple[float, int, int] | None = None
         for m in pattern.finditer(text):
             a, b = m.start(), m.end()
-            if a == 0 or b >= len(text):
-                continue
             dist = abs((a + b) / 2 - mid)
+            if a == 0 or b >= n or dist > window:
+                continue
             if best is None or dist < best[0]:
                 best = (dist, a, b)
         if best is not None:
             return best[1], best[2]
-    cut = len(text) // 2
-    while 0 < cut < len(text) and (text[cut] & 0xC0) == 0x80:  # UTF-8 continuation byte
+    cut = n // 2
+    while 0 < cut < n and (text[cut] & 0xC0) == 0x80:  # UTF-8 continuation byte
         cut -= 1
     return cut, cut
 
@@ -64,10 +71,10 @@ class Pairs:
 
 def _derange(rng: np.random.Generator, members: np.ndarray) -> np.ndarray:
     """Partner of each member under a random cyclic permutation (no fixed points, n >= 2)."""
-    order = rng.permutation(members)
-    partner = np.empty_like(order)
-    partner[order] = np.roll(order, -1)
-    return partner[members]
+    order = rng.permutation(members.size)
+    partner = np.empty_like(members)
+    partner[order] = members[np.roll(order, -1)]
+    return partner
 
 
 def build_pairs(texts: list[bytes], labels: np.ndarray, digests: list[bytes],

@@ -86,11 +86,11 @@ class ListOpsParams:
     def total(self) -> int:
         return self.num_train + self.num_val + self.num_test
 
-    def cache_key(self, seed: int) -> str:
-        """Hash of the parameters, the seed and the generator version (the on-disk cache key)."""
+    def cache_key(self, seed: int, n_trees: int = CHUNK_TREES) -> str:
+        """Hash of the parameters, seed, chunk size and generator version (the cache key)."""
         blob = json.dumps(
             {"params": asdict(self), "seed": seed, "version": GENERATOR_VERSION,
-             "chunk": CHUNK_TREES},
+             "chunk": n_trees},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -139,8 +139,10 @@ class _Level:
     start: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
-def _draw_levels(rng: np.random.Generator, params: ListOpsParams, n_trees: int):
-    """Draw ``n_trees`` trees breadth first; returns the levels, lengths and a dead mask."""
+def _draw_levels(rng: np.random.Generator, params: ListOpsParams,
+                 n_trees: int) -> tuple[list[_Level], np.ndarray, np.ndarray]:
+    """Draw ``n_trees`` trees breadth first. Returns the levels, each tree's length and a mask
+    of trees abandoned because they reached ``max_length`` tokens."""
     tree = np.arange(n_trees, dtype=np.int64)
     parent = np.full(n_trees, -1, dtype=np.int64)
     committed = np.zeros(n_trees, dtype=np.int64)
@@ -368,6 +370,13 @@ def generate_rows(n: int, params: ListOpsParams, seed: int = 0,
     raise AssertionError("unreachable: the chunk stream is endless")
 
 
+def _next_open(split_i: int, counts: dict[str, int], sizes: dict[str, int]) -> int:
+    """Index of the first split from ``split_i`` on that still needs rows (3 when none)."""
+    while split_i < len(SPLITS) and counts[SPLITS[split_i]] >= sizes[SPLITS[split_i]]:
+        split_i += 1
+    return split_i
+
+
 def write_listops(out_dir: str | os.PathLike, params: ListOpsParams, seed: int = 0, *,
                   workers: int | None = None, n_trees: int = CHUNK_TREES,
                   progress: Callable[[int], None] | None = None) -> dict:
@@ -380,7 +389,6 @@ def write_listops(out_dir: str | os.PathLike, params: ListOpsParams, seed: int =
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
     sizes = params.split_sizes
-    order = [s for s in SPLITS]
     counts = dict.fromkeys(SPLITS, 0)
     label_hist = {s: np.zeros(10, dtype=np.int64) for s in SPLITS}
     lengths: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -391,16 +399,14 @@ def write_listops(out_dir: str | os.PathLike, params: ListOpsParams, seed: int =
     try:
         for f in files.values():
             f.write(HEADER)
-        split_i = 0
-        while split_i < len(order) and sizes[order[split_i]] == 0:
-            split_i += 1
-        if split_i < len(order):
+        split_i = _next_open(0, counts, sizes)
+        if split_i < len(SPLITS):
             for chunk, kept in iter_unique_rows(params, seed, workers, n_trees):
                 trees_drawn += chunk.trees_drawn
                 added = 0
                 pos = 0
-                while pos < kept.size and split_i < len(order):
-                    split = order[split_i]
+                while pos < kept.size and split_i < len(SPLITS):
+                    split = SPLITS[split_i]
                     take = kept[pos : pos + sizes[split] - counts[split]]
                     for i in take:
                         a, b = chunk.row_offsets[i], chunk.row_offsets[i + 1]
@@ -410,11 +416,10 @@ def write_listops(out_dir: str | os.PathLike, params: ListOpsParams, seed: int =
                     counts[split] += take.size
                     added += take.size
                     pos += take.size
-                    while split_i < len(order) and counts[order[split_i]] == sizes[order[split_i]]:
-                        split_i += 1
+                    split_i = _next_open(split_i, counts, sizes)
                 if progress is not None:
                     progress(added)
-                if split_i >= len(order):
+                if split_i >= len(SPLITS):
                     break
         ok = True
     finally:
@@ -427,7 +432,7 @@ def write_listops(out_dir: str | os.PathLike, params: ListOpsParams, seed: int =
         os.replace(tmp_paths[s], out / f"basic_{s}.tsv")
     summary = {"params": asdict(params), "seed": seed, "version": GENERATOR_VERSION,
                "chunk_trees": n_trees, "trees_drawn": trees_drawn,
-               "cache_key": params.cache_key(seed), "splits": {}}
+               "cache_key": params.cache_key(seed, n_trees), "splits": {}}
     for s in SPLITS:
         lens = np.concatenate(lengths[s]) if lengths[s] else np.empty(0, np.int64)
         summary["splits"][s] = {

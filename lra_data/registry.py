@@ -11,7 +11,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .dataset import LRADataset
 
@@ -37,9 +37,9 @@ class TaskData(ABC):
 
     spec: TaskSpec
     #: Options accepted by :meth:`load` (``build_dataset(**task_options)``) and defaults.
-    load_options: dict[str, Any] = {"cache_dir": None}
+    load_options: ClassVar[dict[str, Any]] = {"cache_dir": None}
     #: Options accepted by :meth:`prepare` and defaults.
-    prepare_options: dict[str, Any] = {}
+    prepare_options: ClassVar[dict[str, Any]] = {}
 
     @abstractmethod
     def load(self, split: str, data_dir: Path, max_length: int, skip_bad_rows: bool,

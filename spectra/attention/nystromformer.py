@@ -41,8 +41,10 @@ class NystromformerAttention(Attention):
     def __init__(self, head_dim: int, num_landmarks: int = 64, pinv_iterations: int = 6) -> None:
         super().__init__(head_dim)
         self.num_landmarks = check_positive_int(num_landmarks, "num_landmarks")
-        if isinstance(pinv_iterations, bool) or not isinstance(pinv_iterations, int) or (
-            pinv_iterations < 0
+        if (
+            isinstance(pinv_iterations, bool)
+            or not isinstance(pinv_iterations, int)
+            or (pinv_iterations < 0)
         ):
             raise ValueError(f"pinv_iterations must be an int >= 0, got {pinv_iterations!r}")
         self.pinv_iterations = pinv_iterations

@@ -67,7 +67,6 @@ def _options(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-
 @ATTENTIONS.register("random_features")
 class RandomFeatureAttention(Attention):
     """Random-feature attention φ(X)(φ(Y)ᵀV) / φ(X)(φ(Y)ᵀ1) with W from a registered sampler.
@@ -205,14 +204,23 @@ class RandomFeatureAttention(Attention):
             if not causal and isinstance(fm, ExponentialFeatureMap):
                 ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
                 out = exp_linear_attention(
-                    ex, ey, vv, x_mask=token_mask, y_mask=token_mask, eps=self.eps,
+                    ex,
+                    ey,
+                    vv,
+                    x_mask=token_mask,
+                    y_mask=token_mask,
+                    eps=self.eps,
                     stabilize=self.stabilize,
                 )
             else:
                 phi_x, phi_y = fm(x, y, w, token_mask, token_mask, stabilize=self.stabilize)
                 if causal:
                     out = causal_linear_attention(
-                        phi_x, phi_y, vv, chunk_size=self.chunk_size, eps=self.eps,
+                        phi_x,
+                        phi_y,
+                        vv,
+                        chunk_size=self.chunk_size,
+                        eps=self.eps,
                         positive=fm.positive,
                     )
                 else:

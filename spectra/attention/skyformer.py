@@ -70,13 +70,17 @@ class SkyformerAttention(Attention):
                 f"num_landmarks must be >= 2 (half from the queries, half from the keys), "
                 f"got {num_landmarks}"
             )
-        if isinstance(pinv_iterations, bool) or not isinstance(pinv_iterations, int) or (
-            pinv_iterations < 0
+        if (
+            isinstance(pinv_iterations, bool)
+            or not isinstance(pinv_iterations, int)
+            or (pinv_iterations < 0)
         ):
             raise ValueError(f"pinv_iterations must be an int >= 0, got {pinv_iterations!r}")
         self.pinv_iterations = pinv_iterations
-        if isinstance(regularization, bool) or not isinstance(regularization, (int, float)) or (
-            not regularization >= 0
+        if (
+            isinstance(regularization, bool)
+            or not isinstance(regularization, (int, float))
+            or (not regularization >= 0)
         ):
             raise ValueError(f"regularization λ must be a number >= 0, got {regularization!r}")
         self.regularization = float(regularization)

@@ -4,7 +4,8 @@ Given features φ(X) (…, Lx, M), φ(Y) (…, Ly, M) and values V (…, Ly, dv)
 arXiv 2009.14794; Katharopoulos et al., arXiv 2006.16236)::
 
     non-causal:  out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)
-    causal:      out_i = φ(x_i)ᵀ S_i / (φ(x_i)ᵀ z_i + ε),  S_i = Σ_{j≤i} φ(y_j) v_jᵀ,  z_i = Σ_{j≤i} φ(y_j)
+    causal:      out_i = φ(x_i)ᵀ S_i / (φ(x_i)ᵀ z_i + ε),
+                 S_i = Σ_{j≤i} φ(y_j) v_jᵀ,  z_i = Σ_{j≤i} φ(y_j)
 
 Numerator and denominator come from one matmul: V is extended by a ones column, [V, 1].
 
@@ -45,7 +46,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 def _with_ones(v: torch.Tensor) -> torch.Tensor:
     """[V, 1] (…, L, dv + 1): one matmul then gives numerator and denominator together."""
-    return torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+    return torch.cat([v, v.new_ones((*v.shape[:-1], 1))], dim=-1)
 
 
 def normalize_attention(nd: torch.Tensor, eps: float, positive: bool = True) -> torch.Tensor:

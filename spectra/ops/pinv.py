@@ -21,7 +21,9 @@ __all__ = ["newton_schulz_pinv"]
 def newton_schulz_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
     """Approximate pseudo-inverse of ``a`` (…, n, n) by ``iterations`` steps (see module doc)."""
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
-        raise ValueError(f"newton_schulz_pinv needs square matrices (…, n, n), got {tuple(a.shape)}")
+        raise ValueError(
+            f"newton_schulz_pinv needs square matrices (…, n, n), got {tuple(a.shape)}"
+        )
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0:
         raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
     n = a.shape[-1]

@@ -66,6 +66,15 @@ def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> 
     return _HEADS[bool(spec.pair)](encoder, num_classes=spec.num_classes, hidden_dim=hidden)
 
 
+def warmup_steps(requested: int, total: int) -> int:
+    """Warm-up length used by OneCycleLR: ``requested``, capped at half the run; a one-step
+    warm-up becomes none (OneCycleLR divides by zero on a phase of a single step)."""
+    if requested < 0:
+        raise ValueError(f"optim.scheduler.warmup_steps must be >= 0, got {requested}")
+    steps = min(requested, total // 2)
+    return 0 if steps == 1 else steps
+
+
 class LRAModule(L.LightningModule):
     """Trains and evaluates :func:`build_model` of a resolved run config (a plain dict).
 
@@ -167,15 +176,9 @@ class LRAModule(L.LightningModule):
             weight_decay=optim.get("weight_decay", 0.0),
         )
         total = self.total_steps()
-        warmup = int(sched.pop("warmup_steps", 0))
-        if warmup < 0:
-            raise ValueError(f"optim.scheduler.warmup_steps must be >= 0, got {warmup}")
+        warmup = warmup_steps(int(sched.pop("warmup_steps", 0)), total)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=optim["lr"],
-            total_steps=total,
-            pct_start=min(warmup / total, 0.5),
-            **sched,
+            optimizer, max_lr=optim["lr"], total_steps=total, pct_start=warmup / total, **sched
         )
         return {
             "optimizer": optimizer,

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spectra.training.attention import attention_spec
 from spectra.training.callbacks import ThroughputMonitor
@@ -98,8 +98,7 @@ def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
     hc = HydraConfig.instance().cfg
     job_overrides = [str(o) for o in hc.hydra.overrides.task]
     sys.argv = [sys.argv[0], *job_overrides]
-    with open_dict(hc):
-        OmegaConf.set_readonly(hc, False)
+    with read_write(hc.hydra.run):
         hc.hydra.run.dir = str(hc.hydra.runtime.output_dir)
 
 
@@ -183,10 +182,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        if checkpoint is not None:  # read before testing (which restores callback states)
+            metrics["best_model_path"] = checkpoint.best_model_path
+            metrics["last_model_path"] = checkpoint.last_model_path
         if cfg.test:
             if cfg.train:
-                best = checkpoint.best_model_path if checkpoint is not None else ""
-                ckpt_path = best or None
+                ckpt_path = metrics.get("best_model_path") or None
             else:
                 ckpt_path = cfg.ckpt_path
             results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -212,9 +213,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
         metrics["world_size"] = int(trainer.world_size)
         metrics.update(_wandb_info(loggers))
-        if checkpoint is not None:
-            metrics["best_model_path"] = checkpoint.best_model_path
-            metrics["last_model_path"] = checkpoint.last_model_path
         for lg in loggers:
             lg.log_metrics(
                 {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},

@@ -28,9 +28,8 @@ __all__ = ["OptimalPositiveFeatures", "optimal_a"]
 
 def optimal_a(rho: torch.Tensor | float) -> torch.Tensor:
     """A*(ρ) = (1 − 2ρ − √((2ρ+1)² + 8ρ)) / 16 ≤ 0 for ρ ≥ 0 (FAVOR++, arXiv 2205.15317)."""
-    rho = torch.as_tensor(rho)
-    if not rho.is_floating_point():
-        rho = rho.to(torch.get_default_dtype())
+    if not isinstance(rho, torch.Tensor) or not rho.is_floating_point():
+        rho = torch.as_tensor(rho, dtype=torch.float64)  # Python numbers: full precision
     rho = rho.clamp_min(0.0)
     return (1.0 - 2.0 * rho - ((2.0 * rho + 1.0).square() + 8.0 * rho).sqrt()) / 16.0
 

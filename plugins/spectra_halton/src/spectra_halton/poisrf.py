@@ -58,34 +58,37 @@ _UNIT = 1e-300  # keeps u and 1 − u away from 0 (a probability-1e-300 truncati
 
 
 def poisson_icdf(u: torch.Tensor, lam: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
-    """Quantile F⁻¹(u) = min{k ≥ 0 : P(Pois(λ) ≤ k) ≥ u}, broadcast over ``u`` and ``lam``.
+    """Quantile F⁻¹(u) = min{k ≥ 0 : P(Pois(λ) ≤ k) ≥ u} for ``u`` (…, n) and rates ``lam`` (…).
 
-    ``v = 1 − u`` may be given separately (e.g. Φ(−w) for u = Φ(w)) to keep precision when
-    u ≈ 1. Uses P(X ≤ k) = Q(k+1, λ) (``gammaincc``) when u ≤ ½ and P(X > k) = P(k+1, λ)
-    (``gammainc``) otherwise, each accurate on its own tail. Computed in float64; returns
-    float64 counts.
+    ``lam`` holds one rate per row of ``u`` (leading shapes broadcast). ``v = 1 − u`` may be given
+    separately (e.g. Φ(−w) for u = Φ(w)) to keep precision when u ≈ 1. One table per rate of
+    P(X ≤ k) = Q(k+1, λ) (``gammaincc``) and P(X > k) = P(k+1, λ) (``gammainc``), long enough that
+    P(X > K−1) ≤ min v; then ω = #{k : P(X ≤ k) < u} by binary search when u ≤ ½, and
+    #{k : P(X > k) > v} otherwise (each side accurate on its own tail). u and v are clamped at
+    1e-300. Computed in float64; returns float64 counts of shape (…, n).
     """
     lam = lam.to(torch.float64)
-    u = u.to(torch.float64)
-    v = (1.0 - u) if v is None else v.to(torch.float64)
     if not bool(torch.isfinite(lam).all()) or bool((lam <= 0).any()):
         raise ValueError("poisson_icdf: rates λ must be finite and > 0")
-    u, v = u.clamp(_UNIT, 1.0), v.clamp(_UNIT, 1.0)
-    lower = u <= 0.5
-    count = torch.zeros(torch.broadcast_shapes(u.shape, lam.shape), dtype=torch.float64,
-                        device=u.device)
-    # The answer is < λ_max + 40 √λ_max + 200 except with probability far below 1e-300.
-    lam_max = float(lam.max())
-    limit = int(lam_max + 40.0 * math.sqrt(lam_max) + 200.0)
-    for k in range(limit):
-        a = torch.full_like(lam, k + 1.0)
-        below = torch.where(
-            lower, torch.special.gammaincc(a, lam) < u, torch.special.gammainc(a, lam) > v
-        )  # P(X ≤ k) < u: the quantile is > k
-        if not bool(below.any()):
+    u = u.to(torch.float64)
+    v = (1.0 - u) if v is None else v.to(torch.float64)
+    batch = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1], lam.shape)
+    n = u.shape[-1]
+    u = u.clamp(_UNIT, 1.0).expand(*batch, n).contiguous()
+    v = v.clamp(_UNIT, 1.0).expand(*batch, n).contiguous()
+    lam = lam.expand(batch)[..., None]  # (…, 1)
+    v_min = float(v.min()) if v.numel() else 1.0
+    size = 16
+    while True:  # grow the table until its last tail probability is below every v
+        k1 = torch.arange(1, size + 1, dtype=torch.float64, device=lam.device)  # k + 1
+        sf = torch.special.gammainc(k1, lam)  # P(X > k), (…, K), non-increasing in k
+        if bool((sf[..., -1] <= v_min).all()) or size > 1_000_000:
             break
-        count += below
-    return count
+        size *= 2
+    cdf = torch.special.gammaincc(k1, lam)  # P(X ≤ k), non-decreasing in k
+    below_u = torch.searchsorted(cdf.contiguous(), u)  # #{k : P(X ≤ k) < u}
+    above_v = torch.searchsorted((-sf).contiguous(), -v)  # #{k : P(X > k) > v}
+    return torch.where(u <= 0.5, below_u, above_v).to(torch.float64)
 
 
 @torch.no_grad()
@@ -169,13 +172,16 @@ class PoissonRandomFeatures(FeatureMap):
         return torch.full((x.shape[-1],), self.lam, dtype=x.dtype, device=x.device)
 
     def counts(self, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        """ω = F⁻¹_{Pois(λ)}(Φ(W)) (Gaussian copula), shape broadcast((…, m, d), (…, 1, d))."""
+        """ω_rl = F⁻¹_{Pois(λ_l)}(Φ(W_rl)) (Gaussian copula) for W (…, m, d) and λ (…, d); the
+        leading dims broadcast, the result is (…, m, d) in float64."""
         w = w.detach().to(torch.float64)
         # Φ(w) and 1 − Φ(w) via erfc: torch.special.ndtr is 1 + erf(·) inside and underflows to
         # 0 below w ≈ −8.3, which would put all of the far tail on one count.
-        u = 0.5 * torch.special.erfc(-w / math.sqrt(2.0))
+        u = 0.5 * torch.special.erfc(-w / math.sqrt(2.0))  # (…, m, d)
         v = 0.5 * torch.special.erfc(w / math.sqrt(2.0))
-        return poisson_icdf(u, lam.detach()[..., None, :], v)
+        # one row per coordinate l (rate λ_l): quantiles of the m entries of column l
+        counts = poisson_icdf(u.transpose(-1, -2), lam.detach(), v.transpose(-1, -2))
+        return counts.transpose(-1, -2)
 
     def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
         m = w.shape[-2]

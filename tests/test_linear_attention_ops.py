@@ -1,0 +1,208 @@
+"""Linear-attention kernels (spectra.ops): every fast path equals its plain reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spectra.ops import (
+    causal_linear_attention,
+    causal_linear_attention_prefix_naive,
+    causal_linear_attention_quadratic_naive,
+    exp_linear_attention,
+    exp_linear_attention_naive,
+    linear_attention,
+    linear_attention_naive,
+    normalize_attention,
+)
+
+DT = torch.float64
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-10) -> None:
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def _grads(fn, *inputs: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output of ``fn(*inputs)`` and the gradients of a random linear functional of it."""
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*leaves)
+    probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
+    (out * probe).sum().backward()
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _features(shape, signed: bool, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(shape, generator=g, dtype=DT)
+    return t - 0.3 if signed else t + 0.05
+
+
+def _masks(b: int, length: int) -> torch.Tensor:
+    mask = torch.ones(b, 1, length, dtype=torch.bool)
+    mask[0, 0, length - 3 :] = False
+    mask[-1, 0, :2] = False
+    return mask.expand(b, 2, length)
+
+
+# -- non-causal ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [False, True])
+def test_linear_attention_matches_naive(signed: bool) -> None:
+    phi_x = _features((2, 3, 7, 5), signed, 1)
+    phi_y = _features((2, 3, 9, 5), signed, 2)
+    v = torch.randn(2, 3, 9, 4, dtype=DT)
+    positive = not signed
+
+    def fast(a, b, c):
+        return linear_attention(a, b, c, positive=positive)
+
+    def naive(a, b, c):
+        return linear_attention_naive(a, b, c, positive=positive)
+
+    out_f, g_f = _grads(fast, phi_x, phi_y, v)
+    out_n, g_n = _grads(naive, phi_x, phi_y, v)
+    _close(out_f, out_n)
+    for a, b in zip(g_f, g_n):
+        _close(a, b)
+
+
+@pytest.mark.parametrize("stabilize", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_exp_attention_matches_naive(stabilize: bool, masked: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    ex = torch.randn(3, 2, 8, 6, generator=g, dtype=DT) * 2
+    ey = torch.randn(3, 2, 8, 6, generator=g, dtype=DT) * 2
+    v = torch.randn(3, 2, 8, 5, generator=g, dtype=DT)
+    mask = _masks(3, 8) if masked else None
+
+    def fused(a, b, c):
+        return exp_linear_attention(a, b, c, x_mask=mask, y_mask=mask, stabilize=stabilize)
+
+    def naive(a, b, c):
+        return exp_linear_attention_naive(a, b, c, x_mask=mask, y_mask=mask, stabilize=stabilize)
+
+    out_f, g_f = _grads(fused, ex, ey, v)
+    out_n, g_n = _grads(naive, ex, ey, v)
+    _close(out_f, out_n)
+    for a, b in zip(g_f, g_n):
+        _close(a, b)
+    if masked:
+        assert (out_f[~mask] == 0).all()
+
+
+def test_fused_exp_attention_equals_plain_features() -> None:
+    """The fused path on logs equals linear attention on explicit exp(log-features)."""
+    g = torch.Generator().manual_seed(4)
+    ex = torch.randn(2, 6, 4, generator=g, dtype=DT)
+    ey = torch.randn(2, 7, 4, generator=g, dtype=DT)
+    v = torch.randn(2, 7, 3, generator=g, dtype=DT)
+    ref = linear_attention_naive(ex.exp(), ey.exp(), v, eps=0.0)
+    _close(exp_linear_attention(ex, ey, v, eps=0.0), ref)
+
+
+def test_fused_exp_attention_gradcheck() -> None:
+    g = torch.Generator().manual_seed(5)
+    ex = torch.randn(1, 2, 5, 3, generator=g, dtype=DT, requires_grad=True)
+    ey = torch.randn(1, 2, 4, 3, generator=g, dtype=DT, requires_grad=True)
+    v = torch.randn(1, 2, 4, 2, generator=g, dtype=DT, requires_grad=True)
+    mask = torch.tensor([[True, True, False, True]]).expand(1, 2, 4)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: exp_linear_attention(a, b, c, y_mask=mask), (ex, ey, v)
+    )
+    # only some inputs needing gradients
+    assert torch.autograd.gradcheck(
+        lambda c: exp_linear_attention(ex.detach(), ey.detach(), c), (v,)
+    )
+
+
+def test_fused_exp_attention_padding_only_rows_are_zero() -> None:
+    ex = torch.randn(2, 4, 3, dtype=DT)
+    ey = torch.randn(2, 4, 3, dtype=DT, requires_grad=True)
+    v = torch.randn(2, 4, 2, dtype=DT)
+    mask = torch.tensor([[True, True, False, True], [False] * 4])
+    out = exp_linear_attention(ex, ey, v, x_mask=mask, y_mask=mask)
+    assert torch.isfinite(out).all() and (out[1] == 0).all()
+    out.sum().backward()
+    assert torch.isfinite(ey.grad).all()
+
+
+def test_mismatched_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="feature dims"):
+        linear_attention(torch.rand(1, 3, 4), torch.rand(1, 3, 5), torch.rand(1, 3, 2))
+    with pytest.raises(ValueError, match="same length"):
+        linear_attention(torch.rand(1, 3, 4), torch.rand(1, 3, 4), torch.rand(1, 2, 2))
+    with pytest.raises(ValueError, match="y_mask"):
+        exp_linear_attention(
+            torch.rand(1, 3, 4),
+            torch.rand(1, 3, 4),
+            torch.rand(1, 3, 2),
+            y_mask=torch.ones(1, 4, dtype=torch.bool),
+        )
+    with pytest.raises(ValueError, match="chunk_size"):
+        causal_linear_attention(
+            torch.rand(1, 3, 4), torch.rand(1, 3, 4), torch.rand(1, 3, 2), chunk_size=0
+        )
+
+
+# -- signed denominators ------------------------------------------------------------------------
+def test_signed_denominator_keeps_sign_and_magnitude_floor() -> None:
+    num = torch.ones(5, 1, dtype=DT)
+    den = torch.tensor([[2.0], [-3.0], [1e-9], [-1e-9], [0.0]], dtype=DT)
+    out = normalize_attention(torch.cat([num, den], -1), eps=1e-3, positive=False)
+    _close(out.squeeze(-1), torch.tensor([0.5, -1 / 3, 1e3, -1e3, 1e3], dtype=DT))
+    pos = normalize_attention(torch.cat([num[:1], den[:1]], -1), eps=1e-3, positive=True)
+    _close(pos, torch.tensor([[1 / 2.001]], dtype=DT))
+
+
+# -- causal -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 5, 12, 100])
+def test_causal_chunked_equals_prefix_sum_and_masked_quadratic(
+    signed: bool, chunk_size: int
+) -> None:
+    length = 12
+    phi_x = _features((2, 2, length, 6), signed, 6)
+    phi_y = _features((2, 2, length, 6), signed, 7)
+    v = torch.randn(2, 2, length, 3, dtype=DT)
+    positive = not signed
+
+    def chunked(a, b, c):
+        return causal_linear_attention(a, b, c, chunk_size=chunk_size, positive=positive)
+
+    def prefix(a, b, c):
+        return causal_linear_attention_prefix_naive(a, b, c, positive=positive)
+
+    def quadratic(a, b, c):
+        return causal_linear_attention_quadratic_naive(a, b, c, positive=positive)
+
+    out_c, g_c = _grads(chunked, phi_x, phi_y, v)
+    out_p, g_p = _grads(prefix, phi_x, phi_y, v)
+    out_q, g_q = _grads(quadratic, phi_x, phi_y, v)
+    _close(out_c, out_p)
+    _close(out_c, out_q)
+    for a, b, c in zip(g_c, g_p, g_q):
+        _close(a, b)
+        _close(a, c)
+
+
+def test_causal_is_causal() -> None:
+    """Changing position t changes no output before t."""
+    phi_x = _features((1, 10, 4), False, 8)
+    phi_y = _features((1, 10, 4), False, 9)
+    v = torch.randn(1, 10, 2, dtype=DT)
+    out = causal_linear_attention(phi_x, phi_y, v, chunk_size=4)
+    phi_y2, v2 = phi_y.clone(), v.clone()
+    phi_y2[:, 6:] += 1.0
+    v2[:, 6:] -= 3.0
+    out2 = causal_linear_attention(phi_x, phi_y2, v2, chunk_size=4)
+    _close(out[:, :6], out2[:, :6])
+    assert not torch.allclose(out[:, 6:], out2[:, 6:])
+
+
+def test_causal_chunked_gradcheck() -> None:
+    phi_x = _features((1, 7, 3), False, 10).requires_grad_(True)
+    phi_y = _features((1, 7, 3), False, 11).requires_grad_(True)
+    v = torch.randn(1, 7, 2, dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: causal_linear_attention(a, b, c, chunk_size=3), (phi_x, phi_y, v)
+    )
