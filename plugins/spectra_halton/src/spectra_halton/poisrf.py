@@ -63,7 +63,7 @@ def poisson_icdf(u: torch.Tensor, lam: torch.Tensor, v: torch.Tensor | None = No
     ``lam`` holds one rate per row of ``u`` (leading shapes broadcast). ``v = 1 − u`` may be given
     separately (e.g. Φ(−w) for u = Φ(w)) to keep precision when u ≈ 1. One table per rate of
     P(X ≤ k) = Q(k+1, λ) (``gammaincc``) and P(X > k) = P(k+1, λ) (``gammainc``), long enough that
-    P(X > K−1) ≤ min v; then ω = #{k : P(X ≤ k) < u} by binary search when u ≤ ½, and
+    P(X > K−1) ≤ min v; then ω = #{k : P(X ≤ k) < u} when u ≤ ½, and
     #{k : P(X > k) > v} otherwise (each side accurate on its own tail). u and v are clamped at
     1e-300. Computed in float64; returns float64 counts of shape (…, n).
     """
@@ -74,8 +74,8 @@ def poisson_icdf(u: torch.Tensor, lam: torch.Tensor, v: torch.Tensor | None = No
     v = (1.0 - u) if v is None else v.to(torch.float64)
     batch = torch.broadcast_shapes(u.shape[:-1], v.shape[:-1], lam.shape)
     n = u.shape[-1]
-    u = u.clamp(_UNIT, 1.0).expand(*batch, n).contiguous()
-    v = v.clamp(_UNIT, 1.0).expand(*batch, n).contiguous()
+    u = u.clamp(_UNIT, 1.0).expand(*batch, n)
+    v = v.clamp(_UNIT, 1.0).expand(*batch, n)
     lam = lam.expand(batch)[..., None]  # (…, 1)
     v_min = float(v.min()) if v.numel() else 1.0
     size = 16
@@ -86,8 +86,11 @@ def poisson_icdf(u: torch.Tensor, lam: torch.Tensor, v: torch.Tensor | None = No
             break
         size *= 2
     cdf = torch.special.gammaincc(k1, lam)  # P(X ≤ k), non-decreasing in k
-    below_u = torch.searchsorted(cdf.contiguous(), u)  # #{k : P(X ≤ k) < u}
-    above_v = torch.searchsorted((-sf).contiguous(), -v)  # #{k : P(X > k) > v}
+    # Counting comparisons over the (short) table; the tensors are W-sized (…, n, K), never
+    # token-sized. (torch.searchsorted does the same in O(log K) but is erratically slow on CPU
+    # for small batched inputs.)
+    below_u = (cdf[..., None, :] < u[..., None]).sum(-1)  # #{k : P(X ≤ k) < u}
+    above_v = (sf[..., None, :] > v[..., None]).sum(-1)  # #{k : P(X > k) > v}
     return torch.where(u <= 0.5, below_u, above_v).to(torch.float64)
 
 
