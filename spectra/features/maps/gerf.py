@@ -42,7 +42,7 @@ def gerf_exponent(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor | float) -> 
         a * w_sq
         + one_minus_4a.sqrt() * proj
         - 0.5 * x.square().sum(-1, keepdim=True)
-        + 0.3 * d * one_minus_4a.log()
+        + 0.25 * d * one_minus_4a.log()
         - 0.5 * math.log(m)
     )
 
