@@ -115,6 +115,17 @@ def worker(cfg: dict) -> dict:
 
 
 # -- driver -------------------------------------------------------------------------------------
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def run_one(cfg: dict) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--reps and --lengths must be positive")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = args.threads or torch.get_num_threads()
-    where = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu"
+    where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
     print(
         f"# attention forward+backward: B={args.batch} H={args.heads} d={args.head_dim} "
         f"m={args.num_features}, median of {reps} reps; device={device} ({where}), "

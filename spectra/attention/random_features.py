@@ -7,11 +7,14 @@ FAVOR++ 2205.15317, FAVOR# 2302.00787)::
     out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)            (non-causal)
     out_i = φ(x_i)ᵀ Σ_{j≤i} φ(y_j) v_jᵀ / (φ(x_i)ᵀ Σ_{j≤i} φ(y_j) + ε)   (causal, chunked)
 
-Features are computed in float32 (float64 stays float64) with autocast disabled. For
-exponential (positive) maps the non-causal path is fused (:func:`~spectra.ops.
-exp_linear_attention`); other maps (e.g. ``trig``, signed) use the generic kernel, whose
-denominator keeps its sign and is clamped to magnitude ≥ ε (:func:`~spectra.ops.
-normalize_attention`).
+Features are computed in float32 (float64 stays float64) with autocast disabled. Non-causal
+fast paths: data-independent exponential maps (posrf, gerf, hyperbolic) run chunk by chunk with
+recomputation in backward and O(L·d) memory (:func:`~spectra.ops.rowwise_exp_linear_attention`);
+data-dependent exponential maps (oprf, sderf, saderf) use the fused exp + attention function
+(:func:`~spectra.ops.exp_linear_attention`); other maps (e.g. ``trig``, signed) the generic
+kernel, whose denominator keeps its sign and is clamped to magnitude ≥ ε
+(:func:`~spectra.ops.normalize_attention`). Each path equals the plain reference
+φ(X)φ(Y)ᵀV / φ(X)φ(Y)ᵀ1 (outputs and gradients; see the tests).
 
 Weight matrix and redraws: W is a buffer (saved in checkpoints) drawn at construction. With
 ``redraw_interval=N``, every N-th training forward step draws a new W from a generator seeded by
@@ -40,6 +43,7 @@ from spectra.ops.linear_attention import (
     causal_linear_attention,
     exp_linear_attention,
     linear_attention,
+    rowwise_exp_linear_attention,
 )
 from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS, accepted_options
 
@@ -178,6 +182,12 @@ class RandomFeatureAttention(Attention):
         self.redraw_step += 1
 
     # -- attention --------------------------------------------------------------------------------
+    def _exponents(
+        self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row-wise log-features of a data-independent exponential map (masks are applied later)."""
+        return self.feature_map.exponents(x, y, w, None, None)
+
     def forward(
         self,
         q: torch.Tensor,
@@ -201,7 +211,20 @@ class RandomFeatureAttention(Attention):
         with torch.autocast(device_type=q.device.type, enabled=False):
             w = self.current_weight(q.device).to(dtype)
             x, y, vv = q.to(dtype) * scale, k.to(dtype) * scale, v.to(dtype)
-            if not causal and isinstance(fm, ExponentialFeatureMap):
+            if not causal and isinstance(fm, ExponentialFeatureMap) and not fm.data_dependent:
+                out = rowwise_exp_linear_attention(
+                    x,
+                    y,
+                    vv,
+                    w,
+                    self._exponents,
+                    x_mask=token_mask,
+                    y_mask=token_mask,
+                    eps=self.eps,
+                    stabilize=self.stabilize,
+                    params=[p for p in fm.parameters() if p.requires_grad],
+                )
+            elif not causal and isinstance(fm, ExponentialFeatureMap):
                 ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
                 out = exp_linear_attention(
                     ex,

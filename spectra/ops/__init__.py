@@ -9,6 +9,7 @@ from spectra.ops.linear_attention import (
     linear_attention,
     linear_attention_naive,
     normalize_attention,
+    rowwise_exp_linear_attention,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "linear_attention",
     "linear_attention_naive",
     "normalize_attention",
+    "rowwise_exp_linear_attention",
 ]

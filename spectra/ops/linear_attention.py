@@ -16,7 +16,10 @@ estimator unchanged wherever |den| ≥ ε and bounds |out| by |num| / ε elsewhe
 
 Fast paths: :func:`linear_attention` (any features), :func:`exp_linear_attention` (fused:
 log-features → stabilized exp → attention in one autograd function with a hand-written
-backward, for exponential feature maps), :func:`causal_linear_attention` (chunked prefix sums).
+backward, for exponential feature maps), :func:`rowwise_exp_linear_attention` (the same from a
+row-wise exponent function, by row chunks with recomputation: no L×M tensor is ever stored;
+large L×M temporaries, and their page faults, dominate the plain version's time on CPU),
+:func:`causal_linear_attention` (chunked prefix sums).
 References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
 :func:`causal_linear_attention_prefix_naive` and :func:`causal_linear_attention_quadratic_naive`.
 """
@@ -24,6 +27,7 @@ References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +42,7 @@ __all__ = [
     "linear_attention",
     "linear_attention_naive",
     "normalize_attention",
+    "rowwise_exp_linear_attention",
 ]
 
 
@@ -245,6 +250,214 @@ def exp_linear_attention_naive(
     if y_mask is not None:
         phi_y = torch.where(y_mask[..., None], phi_y, torch.zeros_like(phi_y))
     return linear_attention_naive(phi_x, phi_y, v.to(ex.dtype), eps=eps, positive=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-causal, row-wise exponential maps: chunked, recomputing (O(L·d) memory)
+# ---------------------------------------------------------------------------------------------
+ExponentsFn = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
+
+_CHUNK_ELEMENTS = 1 << 20  # elements of one (batch, rows, M) block of log-features: 4 MiB in fp32
+
+
+def default_chunk_rows(batch: int, features: int, length: int) -> int:
+    """Rows per chunk so that a (batch, rows, features) block holds about 2^20 elements."""
+    rows = _CHUNK_ELEMENTS // max(batch * features, 1)
+    return max(16, min(max(length, 1), rows))
+
+
+def _valid_key_max(e: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Max of ``e`` (N, c, M) over valid rows and features → (N, 1, 1); −∞ if none is valid."""
+    row = e.amax(dim=-1)
+    if mask is not None:
+        row = row.masked_fill(~mask, float("-inf"))
+    return row.amax(dim=-1)[:, None, None]
+
+
+def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+
+
+class _RowwiseExpLinearAttention(torch.autograd.Function):
+    """Linear attention with φ = exp(e), e from a row-wise exponent function, by row chunks.
+
+    Forward: keys chunk by chunk, KV = Σ_j φ(y_j)[v_j, 1]ᵀ with an online (running) key max —
+    when a chunk raises the max M, the accumulated KV is rescaled by exp(M_old − M_new), so the
+    result is that of one global max over valid keys; then queries chunk by chunk,
+    [num, den] = φ(x_i)ᵀ KV with a per-row max. Nothing of size L×M is stored: backward
+    recomputes each chunk's exponents (with autograd, for the exponent function's gradient) and
+    applies the same formulas as :class:`_ExpLinearAttention`.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        v: torch.Tensor,
+        w: torch.Tensor,
+        fn: ExponentsFn,
+        x_mask: torch.Tensor | None,
+        y_mask: torch.Tensor | None,
+        eps: float,
+        stabilize: bool,
+        chunk: int,
+        *params: torch.Tensor,
+    ) -> torch.Tensor:
+        n, lx, _ = x.shape
+        ly = y.shape[1]
+        x0, y0 = x[:, :0], y[:, :0]
+        v1 = _with_ones(v)
+        features = fn(x0, y0, w)[1].shape[-1]
+        kv = x.new_zeros(n, features, v1.shape[-1])
+        run = x.new_full((n, 1, 1), float("-inf"))
+        for s in range(0, ly, chunk):
+            e = fn(x0, y[:, s : s + chunk], w)[1]
+            ym = None if y_mask is None else y_mask[:, s : s + chunk]
+            if stabilize:
+                new = torch.maximum(run, _valid_key_max(e, ym))
+                new_eff = _finite_or_zero(new)
+                kv.mul_(torch.where(torch.isfinite(run), (run - new_eff).exp(), 1.0))
+                e.sub_(new_eff)
+                run = new
+            e.exp_()
+            if ym is not None:
+                e.masked_fill_(~ym[..., None], 0.0)
+            kv.baddbmm_(e.transpose(1, 2), v1[:, s : s + chunk])
+        key_shift = _finite_or_zero(run) if stabilize else torch.zeros_like(run)
+        nd = x.new_empty(n, lx, v1.shape[-1])
+        for s in range(0, lx, chunk):
+            e = fn(x[:, s : s + chunk], y0, w)[0]
+            if stabilize:
+                e.sub_(_row_max(e))
+            e.exp_()
+            if x_mask is not None:
+                e.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
+            nd[:, s : s + chunk] = torch.bmm(e, kv)
+        den = nd[..., -1:] + eps
+        out = nd[..., :-1] / den
+        ctx.fn, ctx.chunk, ctx.stabilize = fn, chunk, stabilize
+        ctx.n_params = len(params)
+        masks = [m for m in (x_mask, y_mask) if m is not None]
+        ctx.has_masks = (x_mask is not None, y_mask is not None)
+        ctx.save_for_backward(x, y, v1, w, kv, key_shift, den, out, *masks, *params)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g: torch.Tensor):  # type: ignore[override]
+        x, y, v1, w, kv, key_shift, den, out, *rest = ctx.saved_tensors
+        it = iter(rest)
+        x_mask = next(it) if ctx.has_masks[0] else None
+        y_mask = next(it) if ctx.has_masks[1] else None
+        params = list(it)
+        fn, chunk, stabilize = ctx.fn, ctx.chunk, ctx.stabilize
+        need_x, need_y, need_v, need_w = ctx.needs_input_grad[:4]
+        need_p = list(ctx.needs_input_grad[10:])
+        x0, y0 = x[:, :0].detach(), y[:, :0].detach()
+        w_leaf = w.detach().requires_grad_(need_w)
+        extra = ([w_leaf] if need_w else []) + [p for p, need in zip(params, need_p) if need]
+        g_extra = [torch.zeros_like(t) for t in extra]
+
+        def accumulate(e: torch.Tensor, leaf: torch.Tensor, need_leaf: bool, g_e: torch.Tensor):
+            inputs = ([leaf] if need_leaf else []) + extra
+            grads = torch.autograd.grad(e, inputs, g_e, allow_unused=True)
+            for acc, gr in zip(g_extra, grads[int(need_leaf) :]):
+                if gr is not None:
+                    acc.add_(gr)
+            return grads[0] if need_leaf else None
+
+        g_num = g / den
+        gg = torch.cat([g_num, -(g_num * out).sum(-1, keepdim=True)], dim=-1)  # (n, Lx, dv+1)
+        g_kv = torch.zeros_like(kv)
+        kv_t = kv.transpose(1, 2)
+        q_graph = need_x or bool(extra)
+        g_x = torch.empty_like(x) if need_x else None
+        for s in range(0, x.shape[1], chunk):
+            xc = x[:, s : s + chunk].detach().requires_grad_(need_x)
+            with torch.set_grad_enabled(q_graph):
+                e = fn(xc, y0, w_leaf)[0]
+            p = e.detach() - _row_max(e) if stabilize else e.detach().clone()
+            p.exp_()
+            if x_mask is not None:
+                p.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
+            gc = gg[:, s : s + chunk]
+            g_kv.baddbmm_(p.transpose(1, 2), gc)
+            if q_graph:
+                gx_c = accumulate(e, xc, need_x, torch.bmm(gc, kv_t).mul_(p))
+                if need_x:
+                    g_x[:, s : s + chunk] = gx_c
+        k_graph = need_y or bool(extra)
+        g_y = torch.empty_like(y) if need_y else None
+        g_v = torch.empty_like(v1[..., :-1]) if need_v else None
+        g_kv_v = g_kv[..., :-1].contiguous()
+        g_kv_t = g_kv.transpose(1, 2)
+        for s in range(0, y.shape[1], chunk):
+            yc = y[:, s : s + chunk].detach().requires_grad_(need_y)
+            with torch.set_grad_enabled(k_graph):
+                e = fn(x0, yc, w_leaf)[1]
+            p = e.detach() - key_shift
+            p.exp_()
+            if y_mask is not None:
+                p.masked_fill_(~y_mask[:, s : s + chunk, None], 0.0)
+            if need_v:
+                g_v[:, s : s + chunk] = torch.bmm(p, g_kv_v)
+            if k_graph:
+                gy_c = accumulate(e, yc, need_y, torch.bmm(v1[:, s : s + chunk], g_kv_t).mul_(p))
+                if need_y:
+                    g_y[:, s : s + chunk] = gy_c
+        it_extra = iter(g_extra)
+        g_w = next(it_extra) if need_w else None
+        g_params = [next(it_extra) if need else None for need in need_p]
+        return (g_x, g_y, g_v, g_w, None, None, None, None, None, None, *g_params)
+
+
+def rowwise_exp_linear_attention(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    v: torch.Tensor,
+    w: torch.Tensor,
+    exponents: ExponentsFn,
+    *,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    stabilize: bool = True,
+    chunk_rows: int | None = None,
+    params: Sequence[torch.Tensor] = (),
+) -> torch.Tensor:
+    """Non-causal attention with φ = exp(e), computed by row chunks with O(L·d) memory.
+
+    ``exponents(x, y, w) -> (e_x, e_y)`` must be row-wise: the log-features of a token depend
+    only on that token and ``w`` (true of every data-independent exponential feature map; it is
+    also called with an empty x or y). x (…, Lx, d), y (…, Ly, d), v (…, Ly, dv); masks (…, L)
+    bool; ``params``: tensors that ``exponents`` uses besides x, y, w and that need gradients
+    (e.g. a map's parameters). Same result, stabilizers and gradients as
+    :func:`exp_linear_attention` on ``exponents(x, y, w)`` (to float rounding).
+    """
+    if x.shape[-1] != y.shape[-1] or y.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"shapes do not fit: x {tuple(x.shape)}, y {tuple(y.shape)}, v {tuple(v.shape)}"
+        )
+    lead = x.shape[:-2]
+    n = math.prod(lead)
+    lx, ly, dv = x.shape[-2], y.shape[-2], v.shape[-1]
+    xs = x.reshape(n, lx, x.shape[-1])
+    ys = y.reshape(n, ly, y.shape[-1])
+    vs = v.to(x.dtype).reshape(n, ly, dv)
+    xm = None if x_mask is None else x_mask.expand(*lead, lx).reshape(n, lx)
+    ym = None if y_mask is None else y_mask.expand(*lead, ly).reshape(n, ly)
+    if chunk_rows is None:
+        features = exponents(xs[:, :0], ys[:, :0], w)[0].shape[-1]
+        chunk_rows = default_chunk_rows(n, features, max(lx, ly))
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
+    out = _RowwiseExpLinearAttention.apply(
+        xs, ys, vs, w, exponents, xm, ym, eps, stabilize, chunk_rows, *params
+    )
+    return out.reshape(*lead, lx, dv)
 
 
 # ---------------------------------------------------------------------------------------------

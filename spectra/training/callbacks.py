@@ -125,8 +125,14 @@ class FeatureSyncCheck(Callback):
     before DDP wraps the model (``setup``: each rank drew its W from the seeded generator itself)
     and at every validation (after any redraws). A no-op on one process."""
 
+    def __init__(self) -> None:
+        self.ranks_checked = 0  # processes compared at the last check
+        self.checks = 0
+
     def _check(self, pl_module: L.LightningModule, when: str) -> None:
         prints = _gather_strings(state_fingerprint(pl_module))
+        self.ranks_checked = len(prints)
+        self.checks += 1
         if len(set(prints)) > 1:
             ranks = ", ".join(f"rank {i}: {p[:12]}" for i, p in enumerate(prints))
             raise RuntimeError(

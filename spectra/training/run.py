@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spectra.training.attention import attention_spec
-from spectra.training.callbacks import ThroughputMonitor
+from spectra.training.callbacks import FeatureSyncCheck, ThroughputMonitor
 from spectra.training.data import datamodule_for
 from spectra.training.loggers import clean_tags, finish_wandb
 from spectra.training.module import LRAModule
@@ -212,6 +212,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             }
         )
         metrics["world_size"] = int(trainer.world_size)
+        sync = next((c for c in trainer.callbacks if isinstance(c, FeatureSyncCheck)), None)
+        if sync is not None:
+            metrics["feature_sync/ranks_checked"] = sync.ranks_checked
+            metrics["feature_sync/checks"] = sync.checks
         metrics.update(_wandb_info(loggers))
         for lg in loggers:
             lg.log_metrics(

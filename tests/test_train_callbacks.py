@@ -1,0 +1,110 @@
+"""Unit tests of the training helpers: callbacks, schedule, run names, data-dir search."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+from spectra.training import callbacks as cb
+from spectra.training.data import candidate_dirs
+from spectra.training.module import warmup_steps
+from spectra.training.run import run_name, run_tags
+
+
+def test_feature_sync_check_passes_on_equal_and_fails_on_different_states(monkeypatch) -> None:
+    module = torch.nn.Linear(3, 2)
+    check = cb.FeatureSyncCheck()
+    fingerprint = cb.state_fingerprint(module)
+    monkeypatch.setattr(cb, "_gather_strings", lambda value: [value, fingerprint])
+    check._check(module, "at setup")  # identical on both "ranks"
+    assert check.ranks_checked == 2
+    other = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        other.weight.add_(1e-7)
+    monkeypatch.setattr(cb, "_gather_strings", lambda value: [fingerprint, cb.state_fingerprint(other)])
+    with pytest.raises(RuntimeError, match="differs across DDP ranks"):
+        check._check(module, "at setup")
+
+
+def test_state_fingerprint_sees_buffers_and_scalars() -> None:
+    m = torch.nn.Module()
+    m.register_buffer("w", torch.zeros(2, 2))
+    m.register_buffer("step", torch.zeros((), dtype=torch.long))
+    before = cb.state_fingerprint(m)
+    m.step += 1
+    assert cb.state_fingerprint(m) != before
+    m.step -= 1
+    assert cb.state_fingerprint(m) == before
+
+
+def test_throughput_monitor_counts_real_tokens() -> None:
+    batch = {"input_ids": torch.ones(2, 8, dtype=torch.long),
+             "mask": torch.tensor([[True] * 8, [True] * 3 + [False] * 5]),
+             "input_ids2": torch.ones(2, 4, dtype=torch.long),
+             "mask2": torch.ones(2, 4, dtype=torch.bool)}
+    assert cb._count_tokens(batch) == (11 + 8, 16 + 8)
+    monitor = cb.ThroughputMonitor()
+    monitor._times, monitor._tokens = [9.0, 1.0, 3.0], [1, 100, 300]
+    summary = monitor.summary()  # first (warm-up) step excluded
+    assert summary["perf/mean_step_time_s"] == pytest.approx(2.0)
+    assert summary["perf/mean_tokens_per_s"] == pytest.approx(100.0)
+
+
+def test_peak_memory_is_positive_on_cpu() -> None:
+    assert cb.peak_memory_mb(torch.device("cpu")) > 1.0
+
+
+def test_nan_guard_raises_on_non_finite_loss() -> None:
+    guard = cb.NaNGuard()
+    trainer = SimpleNamespace(global_step=7)
+    guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(1.0)}, None, 0)
+    with pytest.raises(FloatingPointError, match="step 7"):
+        guard.on_train_batch_end(trainer, None, {"loss": torch.tensor(float("nan"))}, None, 0)
+
+
+def test_progress_bar_choice() -> None:
+    assert isinstance(cb.progress_bar(rich=True), RichProgressBar)
+    assert isinstance(cb.progress_bar(rich=False, refresh_rate=10), TQDMProgressBar)
+
+
+@pytest.mark.parametrize(
+    ("requested", "total", "expected"),
+    [(1000, 50_000, 1000), (1000, 2, 0), (1000, 5, 2), (0, 10, 0), (1, 100, 0), (100, 1500, 100)],
+)
+def test_warmup_steps_keeps_one_cycle_valid(requested, total, expected) -> None:
+    steps = warmup_steps(requested, total)
+    assert steps == expected
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total,
+                                                pct_start=steps / total)
+    for _ in range(total):  # Lightning steps the schedule after every optimizer step
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError, match=">= 0"):
+        warmup_steps(-1, 10)
+
+
+def test_run_name_and_tags() -> None:
+    cfg = {
+        "seed": 3,
+        "task": {"name": "lra_text"},
+        "attention": {"name": "random_features", "head_dim": 32, "num_features": 128,
+                      "sampler": {"name": "orthogonal"}, "feature_map": {"name": "saderf"}},
+    }
+    assert run_name(cfg) == "lra_text.random_features.orthogonal.saderf.m128.s3"
+    assert run_tags(cfg) == ["task=lra_text", "attention=random_features", "sampler=orthogonal",
+                             "feature_map=saderf", "m=128"]
+    soft = {"seed": 0, "task": {"name": "lra_listops"},
+            "attention": {"name": "softmax", "head_dim": 32}}
+    assert run_name(soft) == "lra_listops.softmax.s0"
+
+
+def test_candidate_dirs_order_and_dedup(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    dirs = candidate_dirs("data", ["data", str(tmp_path / "abs")])
+    assert dirs[0] == (tmp_path / "data").resolve()
+    assert dirs[-1] == (tmp_path / "abs").resolve()
+    assert len(dirs) == len(set(dirs))
