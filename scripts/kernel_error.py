@@ -732,8 +732,8 @@ def plot_error_vs_m(
     feature_maps: Sequence[str],
     ms: Sequence[int],
 ) -> None:
-    """Rows: metrics; columns: the middle and the largest norm scale; one line per map."""
-    shown = sorted({scales[len(scales) // 2], scales[-1]})
+    """Rows: metrics; columns: the given norm scales; one line per feature map."""
+    shown = sorted(set(scales))
     colors = _colors(feature_maps)
     fig, axes = _figure(len(METRICS), len(shown))
     for col, scale in enumerate(shown):
@@ -991,7 +991,7 @@ def write_plots(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace)
             rows,
             p,
             setting=setting,
-            scales=args.scales,
+            scales=[informative_scale(rows, args, setting), args.scales[-1]],
             samplers=args.samplers,
             feature_maps=args.feature_maps,
             ms=args.ms,
@@ -1013,7 +1013,7 @@ def write_plots(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace)
             rows,
             p,
             setting=setting,
-            scale=informative_scale(rows, args),
+            scale=informative_scale(rows, args, setting),
             samplers=args.samplers,
             feature_maps=args.feature_maps,
             m=m_ref,
@@ -1208,11 +1208,13 @@ def checks(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     return out
 
 
-def informative_scale(rows: list[dict[str, Any]], args: argparse.Namespace) -> float:
-    """Largest s at which the reference cell (isotropic-or-first setting, orthogonal or first
-    sampler, posrf or first map, reference m) has a median kernel relative MSE below 1; the
-    smallest s if none."""
-    setting = args.settings[0]
+def informative_scale(
+    rows: list[dict[str, Any]], args: argparse.Namespace, setting: str | None = None
+) -> float:
+    """Largest s at which the reference cell (``setting``, default the first; orthogonal or the
+    first sampler; posrf or the first map; reference m) has a median kernel relative MSE below
+    1 — where a typical draw is still informative; the smallest s if none."""
+    setting = setting or args.settings[0]
     sampler = "orthogonal" if "orthogonal" in args.samplers else args.samplers[0]
     fmap = "posrf" if "posrf" in args.feature_maps else args.feature_maps[0]
     good = [
@@ -1236,12 +1238,12 @@ def informative_scale(rows: list[dict[str, Any]], args: argparse.Namespace) -> f
 
 
 def sampler_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
-    """Every sampler × feature map at the informative and at the largest scale (first setting),
-    with the cells whose trial mean looks biased."""
+    """Every sampler × feature map at the smallest, the informative and the largest scale (first
+    setting), with the cells whose trial mean looks biased."""
     m_ref = _reference_m(args.ms)
     setting = args.settings[0]
     out: list[str] = []
-    for scale in sorted({informative_scale(rows, args), args.scales[-1]}):
+    for scale in sorted({args.scales[0], informative_scale(rows, args), args.scales[-1]}):
         cell_rows = {
             (r["sampler"], r["feature_map"]): r
             for r in _select(rows, study="synthetic", setting=setting, scale=scale, m=m_ref)

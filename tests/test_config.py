@@ -98,8 +98,10 @@ def test_random_feature_presets_expose_m_head_dim_redraw_and_seed(hydra_ctx) -> 
         assert att.num_features == 128
         assert att.head_dim == 32 and att.redraw_interval is None and att.seed == 7
     parts = {
-        p: (make([f"attention={p}"]).attention.sampler.name,
-            make([f"attention={p}"]).attention.feature_map.name)
+        p: (
+            make([f"attention={p}"]).attention.sampler.name,
+            make([f"attention={p}"]).attention.feature_map.name,
+        )
         for p in ("favor_plus", "favor_pp", "favor_sharp", "performer_trig")
     }
     assert parts == {
@@ -133,11 +135,17 @@ def test_sampler_by_feature_map_grid_composes_and_builds(hydra_ctx, sampler) -> 
 def test_overriding_one_part_keeps_the_other(hydra_ctx) -> None:
     att = make(["attention=favor_sharp", "attention/sampler=qmc"]).attention
     assert (att.sampler.name, att.feature_map.name) == ("qmc", "saderf")
-    att = make(["attention=favor_plus", "attention/feature_map=gerf", "attention.feature_map.A=-0.05"]).attention
-    assert (att.sampler.name, att.feature_map.name, att.feature_map.A) == ("orthogonal", "gerf", -0.05)
+    att = make(
+        ["attention=favor_plus", "attention/feature_map=gerf", "attention.feature_map.A=-0.05"]
+    ).attention
+    assert (att.sampler.name, att.feature_map.name, att.feature_map.A) == (
+        "orthogonal",
+        "gerf",
+        -0.05,
+    )
 
 
-# -- the paper protocol is exactly DESIGN.md §5 --------------------------------------------------------
+# -- the paper protocol is exactly DESIGN.md §5 ------------------------------------------------
 PAPER_TASKS = {
     # task: (max_length, batch, lr)
     "lra_listops": (2000, 32, 1e-4),

@@ -140,7 +140,9 @@ def test_sequence_longer_than_positions_is_rejected() -> None:
 
 @pytest.mark.skipif("random_features" not in ATTENTIONS.names(), reason="not registered")
 def test_random_features_differ_per_layer_and_repeat_per_seed() -> None:
-    spec = small_spec("random_features", sampler={"name": "gaussian"}, feature_map={"name": "posrf"})
+    spec = small_spec(
+        "random_features", sampler={"name": "gaussian"}, feature_map={"name": "posrf"}
+    )
     e1, e2 = make_encoder(spec), make_encoder(spec)
     w = [dict(b.attn.attention.named_buffers())["weight"] for b in e1.blocks]
     w2 = [dict(b.attn.attention.named_buffers())["weight"] for b in e2.blocks]
@@ -170,8 +172,12 @@ def test_attention_spec_parses_component_nodes() -> None:
     assert spec.options["sampler"] == "qmc" and "sampler_options" not in spec.options
     assert spec.options["feature_map"] == "gerf"
     assert spec.options["feature_map_options"] == {"A": -0.05}
-    assert spec.tags() == {"attention": "random_features", "sampler": "qmc",
-                           "feature_map": "gerf", "m": 128}
+    assert spec.tags() == {
+        "attention": "random_features",
+        "sampler": "qmc",
+        "feature_map": "gerf",
+        "m": 128,
+    }
     with pytest.raises(ValueError, match="no 'name'"):
         attention_spec({"head_dim": 4})
     with pytest.raises(ValueError, match="head_dim"):

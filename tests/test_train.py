@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 import lra_data
 from spectra.registry import UnknownComponentError
@@ -56,29 +55,53 @@ def run_train(overrides: list[str], out: Path) -> dict:
     return train(compose_train(overrides, out))
 
 
-RANDOM_FEATURE_PRESETS = {"favor_plus", "favor_pp", "favor_sharp", "performer_trig", "spectraformer"}
+RANDOM_FEATURE_PRESETS = {
+    "favor_plus",
+    "favor_pp",
+    "favor_sharp",
+    "performer_trig",
+    "spectraformer",
+}
 
 
 def base(data_dir: Path, task: str = "lra_listops", attention: str = "favor_plus") -> list[str]:
     few = ["attention.num_features=16"] if attention in RANDOM_FEATURE_PRESETS else []
-    return [f"task={task}", f"attention={attention}", "debug=fdr", f"task.data_dir={data_dir}",
-            *FAST, *few]
+    return [
+        f"task={task}",
+        f"attention={attention}",
+        "debug=fdr",
+        f"task.data_dir={data_dir}",
+        *FAST,
+        *few,
+    ]
 
 
 def test_fdr_trains_tests_checkpoints_and_logs(data_dir, tmp_path) -> None:
     metrics = run_train(base(data_dir, attention="favor_sharp"), tmp_path)
     assert metrics["global_step"] == 1
     assert 0.0 <= metrics["objective"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
-    for key in ("train/loss", "val/acc", "val/loss", "model/params_total",
-                "perf/mean_step_time_s", "wall_time_s"):
+    for key in (
+        "train/loss",
+        "val/acc",
+        "val/loss",
+        "model/params_total",
+        "perf/mean_step_time_s",
+        "wall_time_s",
+    ):
         assert key in metrics, key
     assert Path(metrics["last_model_path"]).is_file()
     assert Path(metrics["best_model_path"]).is_file()
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["run_name"] == "lra_listops.random_features.orthogonal.saderf.m16.s0"
     csv_text = (tmp_path / "csv" / "metrics.csv").read_text()
-    for column in ("train/loss", "lr-AdamW", "perf/step_time_s", "perf/tokens_per_s",
-                   "perf/peak_mem_mb", "val/acc"):
+    for column in (
+        "train/loss",
+        "lr-AdamW",
+        "perf/step_time_s",
+        "perf/tokens_per_s",
+        "perf/peak_mem_mb",
+        "val/acc",
+    ):
         assert column in csv_text, column
     hparams = (tmp_path / "csv" / "hparams.yaml").read_text()
     assert "saderf" in hparams and "model/params_total" in hparams
@@ -90,8 +113,12 @@ def test_retrieval_fdr(data_dir, tmp_path) -> None:
 
 
 def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path) -> None:
-    common = [*base(data_dir), "trainer.max_steps=4", "trainer.limit_train_batches=2",
-              "trainer.val_check_interval=2"]
+    common = [
+        *base(data_dir),
+        "trainer.max_steps=4",
+        "trainer.limit_train_batches=2",
+        "trainer.val_check_interval=2",
+    ]
     first = run_train([*common, "trainer.max_epochs=1", "test=false"], tmp_path / "a")
     assert first["global_step"] == 2
     last = first["last_model_path"]
@@ -107,8 +134,12 @@ def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         ecfg = compose(
             "eval",
-            overrides=[f"paths.output_dir={tmp_path / 'eval'}", f"ckpt_path={second['last_model_path']}",
-                       "split=val", "trainer.limit_val_batches=1"],
+            overrides=[
+                f"paths.output_dir={tmp_path / 'eval'}",
+                f"ckpt_path={second['last_model_path']}",
+                "split=val",
+                "trainer.limit_val_batches=1",
+            ],
         )
     result = evaluate(ecfg)
     assert 0.0 <= result["val/acc"] <= 1.0
@@ -120,7 +151,9 @@ def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path)
 
 
 def test_bad_names_fail_before_data_loading(tmp_path) -> None:
-    missing = tmp_path / "no-data-here"  # if data loading started, this would raise MissingDataError
+    missing = (
+        tmp_path / "no-data-here"
+    )  # if data loading started, this would raise MissingDataError
     common = ["debug=fdr", f"task.data_dir={missing}", "task.prepare=null", *FAST]
     with pytest.raises(UnknownComponentError) as err:
         run_train([*common, "attention=favor_plus", "attention.sampler.name=orthogonl"], tmp_path)
@@ -140,16 +173,27 @@ def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
     missing = tmp_path / "empty"
     missing.mkdir()
     with pytest.raises(MissingDataError, match="Looked in") as err:
-        run_train(["task=lra_retrieval", "attention=softmax", "debug=fdr",
-                   f"task.data_dir={missing}", "task.search_dirs=[]", *FAST], tmp_path)
+        run_train(
+            [
+                "task=lra_retrieval",
+                "attention=softmax",
+                "debug=fdr",
+                f"task.data_dir={missing}",
+                "task.search_dirs=[]",
+                *FAST,
+            ],
+            tmp_path,
+        )
     assert str(missing) in str(err.value) and "prepare" in str(err.value)
 
 
 def test_quickstart_style_prepare_generates_missing_listops(tmp_path) -> None:
     out = tmp_path / "gen"
     prepare = "{num_train:64,num_val:16,num_test:16,min_length:10,max_length:60,max_depth:4}"
-    metrics = run_train([*base(out), f"task.data_dir={out}", f"+task.prepare={prepare}",
-                         "task.max_length=64"], tmp_path / "run")
+    metrics = run_train(
+        [*base(out), f"task.data_dir={out}", f"+task.prepare={prepare}", "task.max_length=64"],
+        tmp_path / "run",
+    )
     assert metrics["data/train_size"] == 64
     assert any(out.rglob("*.tsv"))
 
@@ -183,7 +227,11 @@ def _env() -> dict[str, str]:
 def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + "\n" + proc.stderr[-6000:]
     return proc
@@ -191,8 +239,18 @@ def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
 
 def test_cli_multirun_wandb_offline_one_group(data_dir, tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    _run(["-m", "attention=favor_plus,favor_sharp", "task=lra_listops", "debug=fdr", "logger=wandb",
-          f"task.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", *FAST])
+    _run(
+        [
+            "-m",
+            "attention=favor_plus,favor_sharp",
+            "task=lra_listops",
+            "debug=fdr",
+            "logger=wandb",
+            f"task.data_dir={data_dir}",
+            f"hydra.sweep.dir={sweep}",
+            *FAST,
+        ]
+    )
     groups, runs = set(), []
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
@@ -204,8 +262,17 @@ def test_cli_multirun_wandb_offline_one_group(data_dir, tmp_path) -> None:
 
 def test_cli_ddp_sim_two_processes(data_dir, tmp_path) -> None:
     out = tmp_path / "ddp"
-    proc = _run(["trainer=ddp_sim", "debug=fdr", "task=lra_listops", "attention=favor_plus",
-                 f"task.data_dir={data_dir}", f"hydra.run.dir={out}", *FAST])
+    proc = _run(
+        [
+            "trainer=ddp_sim",
+            "debug=fdr",
+            "task=lra_listops",
+            "attention=favor_plus",
+            f"task.data_dir={data_dir}",
+            f"hydra.run.dir={out}",
+            *FAST,
+        ]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert "FeatureSyncCheck" not in proc.stderr

@@ -24,7 +24,9 @@ def test_feature_sync_check_passes_on_equal_and_fails_on_different_states(monkey
     other = torch.nn.Linear(3, 2)
     with torch.no_grad():
         other.weight.add_(1e-7)
-    monkeypatch.setattr(cb, "_gather_strings", lambda value: [fingerprint, cb.state_fingerprint(other)])
+    monkeypatch.setattr(
+        cb, "_gather_strings", lambda value: [fingerprint, cb.state_fingerprint(other)]
+    )
     with pytest.raises(RuntimeError, match="differs across DDP ranks"):
         check._check(module, "at setup")
 
@@ -41,10 +43,12 @@ def test_state_fingerprint_sees_buffers_and_scalars() -> None:
 
 
 def test_throughput_monitor_counts_real_tokens() -> None:
-    batch = {"input_ids": torch.ones(2, 8, dtype=torch.long),
-             "mask": torch.tensor([[True] * 8, [True] * 3 + [False] * 5]),
-             "input_ids2": torch.ones(2, 4, dtype=torch.long),
-             "mask2": torch.ones(2, 4, dtype=torch.bool)}
+    batch = {
+        "input_ids": torch.ones(2, 8, dtype=torch.long),
+        "mask": torch.tensor([[True] * 8, [True] * 3 + [False] * 5]),
+        "input_ids2": torch.ones(2, 4, dtype=torch.long),
+        "mask2": torch.ones(2, 4, dtype=torch.bool),
+    }
     assert cb._count_tokens(batch) == (11 + 8, 16 + 8)
     monitor = cb.ThroughputMonitor()
     monitor._times, monitor._tokens = [9.0, 1.0, 3.0], [1, 100, 300]
@@ -78,8 +82,9 @@ def test_warmup_steps_keeps_one_cycle_valid(requested, total, expected) -> None:
     steps = warmup_steps(requested, total)
     assert steps == expected
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total,
-                                                pct_start=steps / total)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=1e-3, total_steps=total, pct_start=steps / total
+    )
     for _ in range(total):  # Lightning steps the schedule after every optimizer step
         opt.step()
         sched.step()
@@ -91,14 +96,27 @@ def test_run_name_and_tags() -> None:
     cfg = {
         "seed": 3,
         "task": {"name": "lra_text"},
-        "attention": {"name": "random_features", "head_dim": 32, "num_features": 128,
-                      "sampler": {"name": "orthogonal"}, "feature_map": {"name": "saderf"}},
+        "attention": {
+            "name": "random_features",
+            "head_dim": 32,
+            "num_features": 128,
+            "sampler": {"name": "orthogonal"},
+            "feature_map": {"name": "saderf"},
+        },
     }
     assert run_name(cfg) == "lra_text.random_features.orthogonal.saderf.m128.s3"
-    assert run_tags(cfg) == ["task=lra_text", "attention=random_features", "sampler=orthogonal",
-                             "feature_map=saderf", "m=128"]
-    soft = {"seed": 0, "task": {"name": "lra_listops"},
-            "attention": {"name": "softmax", "head_dim": 32}}
+    assert run_tags(cfg) == [
+        "task=lra_text",
+        "attention=random_features",
+        "sampler=orthogonal",
+        "feature_map=saderf",
+        "m=128",
+    ]
+    soft = {
+        "seed": 0,
+        "task": {"name": "lra_listops"},
+        "attention": {"name": "softmax", "head_dim": 32},
+    }
     assert run_name(soft) == "lra_listops.softmax.s0"
 
 

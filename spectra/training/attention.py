@@ -102,7 +102,7 @@ class AttentionSpec:
 
 
 def attention_spec(cfg: Mapping[str, Any]) -> AttentionSpec:
-    """Parse an ``attention`` config node (see the module docstring) into an :class:`AttentionSpec`."""
+    """Parse an ``attention`` config node (rules in the module docstring) into a spec."""
     cfg = _plain(cfg)
     if not isinstance(cfg, Mapping):
         raise ValueError(f"the attention config must be a mapping, got {type(cfg).__name__}")

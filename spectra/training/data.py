@@ -53,7 +53,9 @@ def task_spec(name: str) -> Any:
         ) from None
 
 
-def candidate_dirs(data_dir: str | os.PathLike | None, search_dirs: Sequence[str] = ()) -> list[Path]:
+def candidate_dirs(
+    data_dir: str | os.PathLike | None, search_dirs: Sequence[str] = ()
+) -> list[Path]:
     """The directories to look in, in order, without duplicates (relative paths: cwd, then the
     repository root)."""
     out: list[Path] = []
@@ -250,7 +252,7 @@ class ClassificationDataModule(LRADataModule):
 
 
 class RetrievalDataModule(LRADataModule):
-    """Paired-sequence tasks (AAN retrieval, the IMDB substitute): also ``input_ids2``, ``mask2``."""
+    """Paired-sequence tasks (AAN retrieval, IMDB substitute): adds ``input_ids2``, ``mask2``."""
 
     pair = True
 

@@ -75,7 +75,9 @@ def wandb_logger(
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     allowed_modes = ("offline", "online", "disabled", "shared")
     if mode not in allowed_modes:
-        raise ValueError(f"logger.wandb.mode must be one of {', '.join(allowed_modes)}, got {mode!r}")
+        raise ValueError(
+            f"logger.wandb.mode must be one of {', '.join(allowed_modes)}, got {mode!r}"
+        )
     if silent:
         os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", str(int(init_timeout)))
@@ -97,7 +99,7 @@ def wandb_logger(
             settings=wandb.Settings(init_timeout=float(init_timeout), silent=silent),
         )
         logger.experiment  # noqa: B018 - start the run now (rank zero only), inside the try
-    except Exception as exc:  # noqa: BLE001 - any W&B failure must not stop training
+    except Exception as exc:
         message = (
             f"W&B logging is unavailable ({type(exc).__name__}: {exc}); logging to CSV in "
             f"{save_dir}/wandb_fallback instead"
@@ -116,5 +118,5 @@ def finish_wandb(exit_code: int = 0) -> None:
         return
     try:
         wandb.finish(exit_code=exit_code)
-    except Exception as exc:  # noqa: BLE001 - closing a log must not fail the run
+    except Exception as exc:
         log.warning("wandb.finish failed: %s", exc)

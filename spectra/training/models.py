@@ -71,7 +71,11 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, L, E), mask (B, L) bool (True = real token) → (B, L, E)."""
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        q, k, v = (
+            self._heads(self.q_proj(x)),
+            self._heads(self.k_proj(x)),
+            self._heads(self.v_proj(x)),
+        )
         out = self.attention(q, k, v, mask=mask)
         b, _, l, _ = out.shape
         out = out.transpose(1, 2).reshape(b, l, self.num_heads * self.head_dim)
@@ -83,7 +87,10 @@ class FeedForward(nn.Sequential):
 
     def __init__(self, embed_dim: int, ffn_dim: int, dropout: float) -> None:
         super().__init__(
-            nn.Linear(embed_dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, embed_dim)
+            nn.Linear(embed_dim, ffn_dim),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ffn_dim, embed_dim),
         )
 
 

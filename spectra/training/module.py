@@ -45,8 +45,16 @@ def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> 
     spec = task_spec(cfg["task"]["name"])
     attention = attention_spec(cfg["attention"])
     model_cfg = dict(cfg["model"])
-    allowed = {"embed_dim", "ffn_dim", "num_layers", "num_heads", "head_dim", "dropout",
-               "head_hidden_dim", "max_positions"}
+    allowed = {
+        "embed_dim",
+        "ffn_dim",
+        "num_layers",
+        "num_heads",
+        "head_dim",
+        "dropout",
+        "head_hidden_dim",
+        "max_positions",
+    }
     unknown = sorted(set(model_cfg) - allowed)
     if unknown:
         raise ValueError(f"unknown model option(s) {unknown}; allowed: {sorted(allowed)}")
@@ -126,10 +134,12 @@ class LRAModule(L.LightningModule):
         self.val_loss(loss, weight=self._batch_size(batch))
         self.val_acc(preds, batch["labels"])
         bs = self._batch_size(batch)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=bs)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True,
-                 batch_size=bs)
+        self.log(
+            "val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs
+        )
+        self.log(
+            "val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs
+        )
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:

@@ -66,6 +66,17 @@ def _fill_run_identity(cfg: DictConfig) -> None:
         cfg.tags = clean_tags([*run_tags(cfg), *(cfg.get("tags") or [])])
 
 
+def _one_console_handler() -> None:
+    """Lightning's top-level logger prints through its own handler *and* propagates; under Hydra
+    (whose job logging configures the root logger) every message would print twice."""
+    if not logging.getLogger().handlers:
+        return
+    lightning_log = logging.getLogger("lightning")
+    for handler in list(lightning_log.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning_log.removeHandler(handler)
+
+
 # -- building blocks -----------------------------------------------------------------------------
 def _instantiate_all(node: Any, kind: str) -> list[Any]:
     """Instantiate every non-null ``_target_`` entry of a ``callbacks`` / ``logger`` mapping."""
@@ -150,6 +161,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoint paths.
     """
     start = time.perf_counter()
+    _one_console_handler()
     _fill_run_identity(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -240,6 +252,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     config (e.g. ``task.data_dir=…``, ``task.eval_batch_size=…``). Returns the metrics."""
     if not cfg.get("ckpt_path"):
         raise ValueError("eval needs ckpt_path=<path to a .ckpt written by train.py>")
+    _one_console_handler()
     path = Path(str(cfg.ckpt_path)).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
