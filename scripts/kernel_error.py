@@ -356,8 +356,8 @@ def synthetic_workload(
             vs.append(v)
             groups.append(name)
             labels[name] = {"setting": setting, "scale": float(scale), "layer": ""}
-    stack = lambda ts: torch.stack(ts)[:, None]  # noqa: E731  (B, 1, L, d)
-    return Workload("synthetic", stack(xs), stack(ys), stack(vs), groups, labels)
+    x, y, v = (torch.stack(ts)[:, None] for ts in (xs, ys, vs))  # (B, 1, L, d): H = 1
+    return Workload("synthetic", x, y, v, groups, labels)
 
 
 # -- evaluation ------------------------------------------------------------------------------------
