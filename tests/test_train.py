@@ -224,9 +224,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
+def _run(args: list[str], script: str = "train.py", timeout: int = 240):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -237,7 +237,8 @@ def _run(args: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_cli_multirun_wandb_offline_one_group(data_dir, tmp_path) -> None:
+@pytest.mark.slow
+def test_cli_multirun_wandb_offline_one_group_then_eval(data_dir, tmp_path) -> None:
     sweep = tmp_path / "sweep"
     _run(
         [
@@ -258,8 +259,25 @@ def test_cli_multirun_wandb_offline_one_group(data_dir, tmp_path) -> None:
         runs += list((sweep / job / "wandb").glob("offline-run-*"))
     assert groups == {"sweep"}
     assert len(runs) == 2 and all(any(r.glob("*.wandb")) for r in runs)
+    assert "attention=favor_sharp" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
+
+    # eval.py, as a user runs it, on the second job's checkpoint
+    out = tmp_path / "eval"
+    _run(
+        [
+            f"ckpt_path={sweep / '1' / 'checkpoints' / 'last.ckpt'}",
+            "split=test",
+            "trainer.limit_test_batches=1",
+            f"hydra.run.dir={out}",
+        ],
+        script="eval.py",
+    )
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["split"] == "test" and 0.0 <= result["test/acc"] <= 1.0
+    assert result["run_name"].startswith("eval.lra_listops.random_features.orthogonal.saderf.")
 
 
+@pytest.mark.slow
 def test_cli_ddp_sim_two_processes(data_dir, tmp_path) -> None:
     out = tmp_path / "ddp"
     proc = _run(
@@ -275,4 +293,6 @@ def test_cli_ddp_sim_two_processes(data_dir, tmp_path) -> None:
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
-    assert "FeatureSyncCheck" not in proc.stderr
+    # every rank drew the same random features (checked before DDP wrapped the model)
+    assert metrics["feature_sync/ranks_checked"] == 2 and metrics["feature_sync/checks"] >= 2
+    assert "differs across DDP ranks" not in proc.stderr

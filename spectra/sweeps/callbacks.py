@@ -10,7 +10,9 @@ Enable it in the Hydra config (the ``spectraformer_grid`` experiments do)::
 * ``on_multirun_start``: every component name in the sweep's overrides and in
   ``hydra.sweeper.params`` (``attention/sampler=…``, ``attention.feature_map.name=…``,
   ``attention=…``, ``task=…``) must be registered and have a config, else the whole multirun
-  fails before any job is launched, listing the valid names (any sweeper: basic, Optuna, grid);
+  stops before any job is launched, listing the valid names (any sweeper: basic, Optuna, grid).
+  Hydra turns an exception in a callback into a warning, so the stop is a :class:`SweepAbort`
+  (a ``SystemExit``: exit status 1, the message on stderr);
 * ``on_job_start`` / ``on_job_end``: ``<run dir>/status.json`` becomes ``running``, then
   ``completed`` or ``failed`` with the error and its traceback (see
   :mod:`spectra.sweeps.status`). Hydra's launchers catch a job's exception, so the other jobs
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from spectra.sweeps.status import error_info, write_status
 
-__all__ = ["SweepCallback", "sweep_override_lines"]
+__all__ = ["SweepAbort", "SweepCallback", "sweep_override_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,8 @@ def sweep_override_lines(config: DictConfig) -> list[str]:
     return lines
 
 
-def _primary_config_dir(config: DictConfig) -> str | None:
-    for source in OmegaConf.select(config, "hydra.runtime.config_sources", default=[]) or []:
-        if source.get("provider") == "main" and source.get("schema") == "file":
-            return str(source.get("path"))
-    return None
+class SweepAbort(SystemExit):
+    """Stops a multirun from a callback (Hydra would turn an ``Exception`` into a warning)."""
 
 
 class SweepCallback(Callback):
@@ -62,20 +60,14 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.validate:
             return
-        from spectra.plugins import config_group_options
-        from spectra.sweeps.validate import check_sweep_names
+        from spectra.sweeps.grid import GridError
+        from spectra.sweeps.validate import check_sweep_names, group_options_for
 
-        config_dir = _primary_config_dir(config)
-        group_options = None
-        if config_dir is not None and Path(config_dir).is_dir():
-            cache: dict[str, list[str]] = {}
-
-            def group_options(group: str) -> list[str]:
-                if group not in cache:
-                    cache[group] = config_group_options(config_dir, group)
-                return cache[group]
-
-        check_sweep_names(sweep_override_lines(config), group_options)
+        try:
+            check_sweep_names(sweep_override_lines(config), group_options_for(config))
+        except GridError as exc:
+            log.error("%s", exc)
+            raise SweepAbort(f"{type(exc).__name__}: {exc}") from exc
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         out_dir = OmegaConf.select(config, "hydra.runtime.output_dir")

@@ -252,8 +252,12 @@ class GridSweeper(Sweeper):
 
     # -- planning ------------------------------------------------------------------------------
     def _group_options(self, group: str) -> list[str]:
-        assert self.hydra_context is not None
-        return list(self.hydra_context.config_loader.get_group_options(group))
+        """Options of ``group`` over the search path of this sweep (``hydra.searchpath`` and
+        search-path plugins included)."""
+        assert self.hydra_context is not None and self.config is not None
+        return list(self.hydra_context.config_loader.get_group_options(
+            group, config_name=self.config.hydra.job.config_name,
+            overrides=[str(o) for o in self.config.hydra.overrides.hydra]))
 
     def _compose(self, overrides: Sequence[str]) -> DictConfig:
         assert self.hydra_context is not None and self.config is not None

@@ -15,7 +15,7 @@ from typing import Any
 from spectra.registry import ATTENTIONS, Registry
 from spectra.sweeps.grid import AXES, GridError
 
-__all__ = ["check_sweep_names", "name_keys", "override_values"]
+__all__ = ["check_sweep_names", "group_options_for", "name_keys", "override_values"]
 
 GroupOptions = Callable[[str], Sequence[str]]
 
@@ -45,6 +45,32 @@ def override_values(override: Any) -> list[str] | None:
             return None
         return [str(v) for v in override.sweep_string_iterator()]
     return [override.get_value_element_as_str()]
+
+
+def group_options_for(config: Any) -> GroupOptions | None:
+    """Options of a config group over the search path a composed config was made with
+    (``hydra.runtime.config_sources``: the app's ``conf/``, plugins, ``hydra.searchpath``);
+    None when the config does not record its sources."""
+    from omegaconf import OmegaConf
+
+    sources = OmegaConf.select(config, "hydra.runtime.config_sources", default=None)
+    if not sources:
+        return None
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+
+    search_path = ConfigSearchPathImpl()
+    for source in sources:
+        search_path.append(str(source["provider"]), f"{source['schema']}://{source['path']}")
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    cache: dict[str, list[str]] = {}
+
+    def options(group: str) -> list[str]:
+        if group not in cache:
+            cache[group] = sorted(loader.get_group_options(group))
+        return cache[group]
+
+    return options
 
 
 def check_sweep_names(lines: Iterable[str], group_options: GroupOptions | None = None) -> None:

@@ -23,13 +23,20 @@ __all__ = [
 ]
 
 
-def progress_bar(refresh_rate: int = 1, rich: bool | None = None) -> Callback:
-    """``RichProgressBar`` when stdout is a terminal (or ``rich=True``), else a TQDM bar that
-    refreshes every ``refresh_rate`` steps (keeps log files short)."""
+def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> Callback:
+    """``RichProgressBar`` when stdout is a terminal (or ``rich=True``), else a TQDM bar.
+
+    ``refresh_rate``: steps between refreshes; None = 1 on a terminal and 100 otherwise (keeps
+    log files short); 0 hides the bar.
+    """
     use_rich = sys.stdout.isatty() if rich is None else rich
+    if refresh_rate is None:
+        refresh_rate = 1 if use_rich else 100
+    if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, int) or refresh_rate < 0:
+        raise ValueError(f"refresh_rate must be an int >= 0 or null, got {refresh_rate!r}")
     if use_rich:
-        return RichProgressBar(refresh_rate=max(int(refresh_rate), 1))
-    return TQDMProgressBar(refresh_rate=max(int(refresh_rate), 1))
+        return RichProgressBar(refresh_rate=refresh_rate)
+    return TQDMProgressBar(refresh_rate=refresh_rate)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -243,6 +243,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         finish_wandb()
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Tear down DDP's process group, so the next job of a multirun starts a fresh one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # -- evaluate ------------------------------------------------------------------------------------
