@@ -278,21 +278,31 @@ def test_cli_multirun_wandb_offline_one_group_then_eval(data_dir, tmp_path) -> N
 
 
 @pytest.mark.slow
-def test_cli_ddp_sim_two_processes(data_dir, tmp_path) -> None:
-    out = tmp_path / "ddp"
+def test_cli_ddp_sim_two_processes_in_a_multirun(data_dir, tmp_path) -> None:
+    """trainer=ddp_sim: 2 CPU processes (gloo) per job; two jobs in one multirun check that the
+    workers are relaunched for the right job and that the second job starts a fresh group."""
+    sweep = tmp_path / "ddp"
     proc = _run(
         [
+            "-m",
             "trainer=ddp_sim",
             "debug=fdr",
             "task=lra_listops",
-            "attention=favor_plus",
+            "attention=favor_plus,softmax",
             f"task.data_dir={data_dir}",
-            f"hydra.run.dir={out}",
+            f"hydra.sweep.dir={sweep}",
             *FAST,
         ]
     )
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
-    # every rank drew the same random features (checked before DDP wrapped the model)
-    assert metrics["feature_sync/ranks_checked"] == 2 and metrics["feature_sync/checks"] >= 2
+    names = []
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["world_size"] == 2 and metrics["global_step"] == 1
+        # every rank drew the same random features (checked before DDP wrapped the model)
+        assert metrics["feature_sync/ranks_checked"] == 2 and metrics["feature_sync/checks"] >= 2
+        assert (sweep / job / "train_ddp_process_1.log").is_file()  # rank 1 ran in this job dir
+        names.append(metrics["run_name"])
+    assert (
+        names[0].startswith("lra_listops.random_features") and names[1] == "lra_listops.softmax.s0"
+    )
     assert "differs across DDP ranks" not in proc.stderr

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from spectra.attention.base import Attention, check_positive_int, compute_dtype
-from spectra.ops.linear_attention import causal_linear_attention, linear_attention
+from spectra.ops.linear import causal_linear_attention, linear_attention
 from spectra.registry import ATTENTIONS
 
 __all__ = ["LinearAttention", "elu_feature_map"]

@@ -39,7 +39,7 @@ import torch
 from spectra.attention.base import Attention, check_positive_int, compute_dtype
 from spectra.features.maps.base import ExponentialFeatureMap, FeatureMap
 from spectra.features.samplers.base import Sampler, seeded_generator
-from spectra.ops.linear_attention import (
+from spectra.ops.linear import (
     causal_linear_attention,
     exp_linear_attention,
     linear_attention,

@@ -1,6 +1,6 @@
 """Low-level kernels shared by attention modules (torch only)."""
 
-from spectra.ops.linear_attention import (
+from spectra.ops.linear import (
     causal_linear_attention,
     causal_linear_attention_prefix_naive,
     causal_linear_attention_quadratic_naive,

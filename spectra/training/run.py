@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -178,6 +179,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("train=false test=true needs ckpt_path=<checkpoint to evaluate>")
 
     _prepare_ddp_relaunch(cfg)
+    env_before = {key: os.environ.get(key) for key in _DIST_ENV}
     loggers: list[Logger] = []
     try:
         loggers = _instantiate_all(cfg.get("logger"), "logger")
@@ -243,13 +245,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise
     finally:
         finish_wandb()
-        _end_process_group()
+        _end_process_group(env_before)
 
 
-def _end_process_group() -> None:
-    """Tear down DDP's process group, so the next job of a multirun starts a fresh one."""
+_DIST_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _end_process_group(env_before: Mapping[str, str | None]) -> None:
+    """Leave the process as the job found it, so the next job of a multirun can launch DDP again:
+    destroy the process group and restore the variables Lightning's launcher set
+    (with ``LOCAL_RANK`` left set, the next job would think its workers were started for it)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+    for key, value in env_before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 # -- evaluate ------------------------------------------------------------------------------------

@@ -259,14 +259,15 @@ ExponentsFn = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 ]
 
-# Elements of one (batch, rows, M) block of log-features (16 MiB in fp32). On CPU the time hardly
-# depends on it (measured: 2^18 … 2^23 within 10% single-threaded); large blocks mean few ops,
-# which matters when the cores are shared (each multi-threaded op waits for all its threads).
-_CHUNK_ELEMENTS = 1 << 22
+# Elements of one (batch, rows, M) block of log-features (8 MiB in fp32). On CPU the time hardly
+# depends on it (measured: 2^18 … 2^22 within 5% single-threaded, 2^23 50% slower); large blocks
+# mean few ops, which matters when the cores are shared (each multi-threaded op waits for all its
+# threads).
+_CHUNK_ELEMENTS = 1 << 21
 
 
 def default_chunk_rows(batch: int, features: int, length: int) -> int:
-    """Rows per chunk so that a (batch, rows, features) block holds about 2^22 elements."""
+    """Rows per chunk so that a (batch, rows, features) block holds about 2^21 elements."""
     rows = _CHUNK_ELEMENTS // max(batch * features, 1)
     return max(16, min(max(length, 1), rows))
 
