@@ -107,6 +107,12 @@ def test_fdr_trains_tests_checkpoints_and_logs(data_dir, tmp_path) -> None:
     assert "saderf" in hparams and "model/params_total" in hparams
 
 
+def test_bf16_mixed_precision_fdr(data_dir, tmp_path) -> None:
+    metrics = run_train([*base(data_dir), "trainer.precision=bf16-mixed"], tmp_path)
+    assert metrics["global_step"] == 1
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+
+
 def test_retrieval_fdr(data_dir, tmp_path) -> None:
     metrics = run_train(base(data_dir, task="imdb_retrieval", attention="softmax"), tmp_path)
     assert metrics["global_step"] == 1 and "test/acc" in metrics

@@ -126,3 +126,13 @@ def test_candidate_dirs_order_and_dedup(tmp_path, monkeypatch) -> None:
     assert dirs[0] == (tmp_path / "data").resolve()
     assert dirs[-1] == (tmp_path / "abs").resolve()
     assert len(dirs) == len(set(dirs))
+
+
+def test_num_threads_is_validated() -> None:
+    from spectra.training.run import _set_threads
+
+    before = torch.get_num_threads()
+    _set_threads(None)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="num_threads"):
+        _set_threads(0)

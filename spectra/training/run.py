@@ -78,6 +78,14 @@ def _one_console_handler() -> None:
             lightning_log.removeHandler(handler)
 
 
+def _set_threads(num_threads: Any) -> None:
+    if num_threads is None:
+        return
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
+    torch.set_num_threads(num_threads)
+
+
 # -- building blocks -----------------------------------------------------------------------------
 def _instantiate_all(node: Any, kind: str) -> list[Any]:
     """Instantiate every non-null ``_target_`` entry of a ``callbacks`` / ``logger`` mapping."""
@@ -163,6 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     start = time.perf_counter()
     _one_console_handler()
+    _set_threads(cfg.get("num_threads"))
     _fill_run_identity(cfg)
     L.seed_everything(int(cfg.seed), workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
