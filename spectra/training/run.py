@@ -23,7 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -193,6 +193,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         loggers = _instantiate_all(cfg.get("logger"), "logger")
         callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
+        if not loggers:  # `~logger`: LearningRateMonitor refuses to run without a logger
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
         trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks)
         params = module.param_counts
         _log_config(
