@@ -18,4 +18,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    from spectra.plugins import load_plugins
+
+    load_plugins()  # plugins register (and a broken one fails) before Hydra composes
     main()

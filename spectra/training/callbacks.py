@@ -13,6 +13,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
 
+from spectra.training.nan_guard import NaNGuard  # the NaN guard lives in its own module
+
 __all__ = [
     "FeatureSyncCheck",
     "NaNGuard",
@@ -158,22 +160,3 @@ class FeatureSyncCheck(Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit":
             self._check(pl_module, f"at step {trainer.global_step}")
-
-
-class NaNGuard(Callback):
-    """Stops the run with a clear error when the training loss is not finite."""
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
-            raise FloatingPointError(
-                f"non-finite training loss {loss.item()} at step {trainer.global_step}; try a "
-                "lower optim.lr, trainer.precision=32, or a positive feature map"
-            )

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 import lra_data
 from spectra.registry import check_options
+from spectra.training.resume import make_loader
 
 __all__ = [
     "ClassificationDataModule",
@@ -209,16 +209,15 @@ class LRADataModule(L.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
+        # Seeded (seed, epoch) order, resumable mid-epoch, sharded over DDP ranks; evaluation
+        # splits are not padded, so every sample counts once (spectra.training.resume).
+        return make_loader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
+            train=shuffle,
+            seed=self.seed,
             num_workers=self.num_workers,
             collate_fn=self.collator,
-            generator=generator,
-            persistent_workers=self.num_workers > 0,
-            drop_last=False,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -19,6 +19,13 @@ from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from spectra.training.logging_guard import (
+    call_with_timeout,
+    check_writable,
+    resilient,
+    warn_fallback,
+)
+
 __all__ = ["finish_wandb", "sweep_group", "wandb_logger"]
 
 log = logging.getLogger(__name__)
@@ -66,11 +73,15 @@ def wandb_logger(
     notes: str | None = None,
     init_timeout: float = 60.0,
     silent: bool = True,
+    min_free_mb: float = 50.0,
+    finish_timeout: float = 60.0,
 ) -> Logger:
     """A ``WandbLogger`` whose run is started now; on any failure a warning and a ``CSVLogger``.
 
     ``mode``: ``offline`` (default when neither this nor ``WANDB_MODE`` is set), ``online`` or
     ``disabled``. ``group`` defaults to the Hydra sweep name in a multirun.
+    ``min_free_mb``: free space ``save_dir`` must have (before and during the run), else CSV;
+    ``finish_timeout``: seconds ``wandb.finish`` may take (see :mod:`.logging_guard`).
     """
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     allowed_modes = ("offline", "online", "disabled", "shared")
@@ -81,12 +92,12 @@ def wandb_logger(
     if silent:
         os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", str(int(init_timeout)))
-    Path(save_dir).mkdir(parents=True, exist_ok=True)
     try:
+        check_writable(save_dir, min_free_mb)  # a full or read-only disk: CSV, not W&B errors
         import wandb
-        from lightning.pytorch.loggers import WandbLogger
+        from lightning.pytorch import loggers as pl_loggers
 
-        logger = WandbLogger(
+        logger = resilient(pl_loggers.WandbLogger)(
             project=project,
             entity=entity,
             save_dir=save_dir,
@@ -97,6 +108,8 @@ def wandb_logger(
             notes=notes,
             mode=mode,
             settings=wandb.Settings(init_timeout=float(init_timeout), silent=silent),
+            min_free_mb=min_free_mb,
+            finish_timeout=finish_timeout,
         )
         logger.experiment  # noqa: B018 - start the run now (rank zero only), inside the try
     except Exception as exc:
@@ -104,19 +117,16 @@ def wandb_logger(
             f"W&B logging is unavailable ({type(exc).__name__}: {exc}); logging to CSV in "
             f"{save_dir}/wandb_fallback instead"
         )
-        log.warning(message)
-        print(f"WARNING: {message}", file=sys.stderr)
-        finish_wandb(exit_code=1)
+        warn_fallback(message)
+        finish_wandb(exit_code=1, timeout=finish_timeout)
         return CSVLogger(save_dir=save_dir, name="wandb_fallback", version="")
     return logger
 
 
-def finish_wandb(exit_code: int = 0) -> None:
-    """Finish the active W&B run, if any (a no-op when wandb was never imported)."""
+def finish_wandb(exit_code: int = 0, timeout: float = 120.0) -> None:
+    """Finish the active W&B run, if any (a no-op when wandb was never imported). Waits at most
+    ``timeout`` seconds (an upload over a dead network); a failure is a warning."""
     wandb = sys.modules.get("wandb")
     if wandb is None or getattr(wandb, "run", None) is None:
         return
-    try:
-        wandb.finish(exit_code=exit_code)
-    except Exception as exc:
-        log.warning("wandb.finish failed: %s", exc)
+    call_with_timeout(lambda: wandb.finish(exit_code=exit_code), timeout, "wandb.finish")

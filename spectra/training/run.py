@@ -24,12 +24,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spectra.training.attention import attention_spec
 from spectra.training.callbacks import FeatureSyncCheck, ThroughputMonitor
+from spectra.training.checkpointing import load_checkpoint_file, with_atomic_checkpoint_io
 from spectra.training.data import datamodule_for
 from spectra.training.loggers import clean_tags, finish_wandb
 from spectra.training.module import LRAModule
@@ -143,8 +144,8 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 def _wandb_info(loggers: list[Logger]) -> dict[str, Any]:
     """Group, run id and directory of an active W&B run (rank zero), for the metrics file."""
     for lg in loggers:
-        if type(lg).__name__ != "WandbLogger":
-            continue
+        if not isinstance(lg, WandbLogger) or getattr(lg, "fallback", None) is not None:
+            continue  # not W&B, or W&B failed and logs to CSV now
         run = lg.experiment
         if getattr(run, "id", None) is None:  # a rank > 0 placeholder
             continue
@@ -195,7 +196,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
         if not loggers:  # `~logger`: LearningRateMonitor refuses to run without a logger
             callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks)
+        trainer = L.Trainer(
+            **with_atomic_checkpoint_io(_trainer_kwargs(cfg)),  # crash-safe checkpoint writes
+            logger=loggers or False,
+            callbacks=callbacks,
+        )
         params = module.param_counts
         _log_config(
             loggers,
@@ -292,7 +297,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"split must be one of {', '.join(runners)}, got {split!r}")
 
     L.seed_everything(int(cfg.seed), workers=True)
-    module = LRAModule.load_from_checkpoint(str(path), map_location="cpu")
+    module = load_checkpoint_file(path, LRAModule.load_from_checkpoint, map_location="cpu")
     run_cfg = dict(module.cfg)
     task_cfg = dict(run_cfg["task"])
     overrides = OmegaConf.to_container(cfg.get("task") or {}, resolve=True)
