@@ -18,5 +18,5 @@ def _load_builtin_components() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
-    import spectra.attention  # noqa: F401
+    import spectra.attention
     import spectra.features  # noqa: F401

@@ -76,7 +76,7 @@ class Registry:
     def register(
         self, name: str, *, description: str | None = None
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator registering ``obj`` under ``name``; a name taken by another object is an error."""
+        """Decorator registering ``obj`` as ``name``; a name taken by another object is an error."""
         if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
             raise ValueError(
                 f"invalid {self.kind} name {name!r}: use letters, digits and underscores"
