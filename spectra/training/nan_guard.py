@@ -134,8 +134,10 @@ class NaNGuard(Callback):
         scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
         return scaler is not None and bool(getattr(scaler, "is_enabled", lambda: True)())
 
-    def _where(self, trainer: Any, batch_idx: int | None = None) -> str:
-        parts = [f"step {trainer.global_step}"]
+    def _where(self, trainer: Any, batch_idx: int | None = None, pending: bool = False) -> str:
+        """``step N (epoch e, batch b)``: N counts optimizer steps from 1 (``trainer.global_step``
+        after the step; before it, while the update is ``pending``, global_step + 1)."""
+        parts = [f"step {int(trainer.global_step) + int(pending)}"]
         epoch = getattr(trainer, "current_epoch", None)
         if epoch is not None and batch_idx is not None:
             parts.append(f"(epoch {epoch}, batch {batch_idx})")
@@ -170,12 +172,14 @@ class NaNGuard(Callback):
         batch_idx: int | None,
         applied: bool,
     ) -> None:
+        """Raise :class:`NonFiniteError` for ``names`` (parameters) at the current step."""
         layers = list(dict.fromkeys(_owner(n) for n in names))
         shown = ", ".join(layers[:4]) + (f", … ({len(layers)} layers)" if len(layers) > 4 else "")
         located = self._locate(pl_module)
         status = "the update was applied" if applied else "the update was not applied"
         raise NonFiniteError(
-            f"non-finite {what} at {self._where(trainer, batch_idx)} in layer {shown}"
+            f"non-finite {what} at {self._where(trainer, batch_idx, pending=not applied)} "
+            f"in layer {shown}"
             f"{_logged_losses(trainer)}.{located} Stopped ({status}); {_ADVICE}"
         )
 
