@@ -291,13 +291,12 @@ def test_unregistered_name_fails_before_launching(data_dir, tmp_path, monkeypatc
     assert not sweep.exists() or not job_dirs(sweep)
 
 
-def test_basic_sweeper_with_the_callback_checks_names_first(data_dir, tmp_path,
+def test_basic_sweeper_checks_names_first(data_dir, tmp_path,
                                                             monkeypatch) -> None:
     sweep = tmp_path / "sweep"
     with pytest.raises(SystemExit, match="nope") as err:
         multirun(["attention=favor_plus", "attention.feature_map.name=posrf,nope", "debug=fdr",
                   f"task.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
-                  "+hydra.callbacks.spectra_sweep._target_=spectra.sweeps.callbacks.SweepCallback",
                   *FAST], monkeypatch)
     assert "registered feature maps: " in str(err.value.code)
     assert not sweep.exists() or not job_dirs(sweep)

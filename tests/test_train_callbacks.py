@@ -136,3 +136,26 @@ def test_num_threads_is_validated() -> None:
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="num_threads"):
         _set_threads(0)
+
+
+def test_cpu_peak_memory_resets_between_jobs() -> None:
+    """An in-process multirun must not report an earlier job's peak: the reset lowers it."""
+    import sys
+
+    import torch
+
+    from spectra.training.callbacks import peak_memory_mb, reset_peak_memory
+
+    if not sys.platform.startswith("linux"):
+        import pytest
+
+        pytest.skip("VmHWM reset is Linux-only")
+    cpu = torch.device("cpu")
+    assert reset_peak_memory(cpu)
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    big += 1
+    high = peak_memory_mb(cpu)
+    del big
+    assert reset_peak_memory(cpu)
+    low = peak_memory_mb(cpu)
+    assert high - low > 32, (high, low)

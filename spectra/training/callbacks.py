@@ -21,6 +21,7 @@ __all__ = [
     "ThroughputMonitor",
     "peak_memory_mb",
     "progress_bar",
+    "reset_peak_memory",
     "state_fingerprint",
 ]
 
@@ -41,10 +42,47 @@ def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> C
     return TQDMProgressBar(refresh_rate=refresh_rate)
 
 
+_PROC_STATUS = "/proc/self/status"
+_PROC_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Restart peak-memory accounting (so each job of an in-process multirun has its own peak).
+
+    CUDA: ``torch.cuda.reset_peak_memory_stats``. CPU on Linux: writing ``5`` to
+    ``/proc/self/clear_refs`` resets the process's high-water mark ``VmHWM``. Returns False where
+    the platform cannot reset it (then the peak is the process's lifetime maximum RSS).
+    """
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open(_PROC_CLEAR_REFS, "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        with open(_PROC_STATUS) as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory in MiB: CUDA's max allocated on a GPU, the process's max RSS on a CPU."""
+    """Peak memory in MiB since the last :func:`reset_peak_memory`: CUDA's max allocated on a
+    GPU; on a CPU the process's RSS high-water mark (``VmHWM`` on Linux, else max RSS)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    hwm = _vm_hwm_kib()
+    if hwm is not None:
+        return hwm / 2**10
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
@@ -71,6 +109,9 @@ class ThroughputMonitor(Callback):
         self._last: float | None = None
         self._times: list[float] = []
         self._tokens: list[int] = []
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reset_peak_memory(pl_module.device)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = time.perf_counter()
