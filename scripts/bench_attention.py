@@ -14,8 +14,11 @@ warm-up) of ``out = attn(q, k, v); out.sum().backward()``.
 
 Peak memory, measured honestly per subprocess: on CPU, the process's peak resident set size
 (``getrusage(RUSAGE_SELF).ru_maxrss``, which sees every allocation including PyTorch's) minus
-the resident size just before the first forward (inputs, modules and libraries already loaded);
-so it is the extra memory the attention needs at its worst point, warm-up included. On CUDA,
+the resident size just before the first full-size forward (inputs, modules and libraries
+already loaded, and one tiny L = 16 call done so one-off lazy initialization is not counted);
+so it is the extra memory the attention needs at its worst point, warm-up included. It
+includes the gradients of q, k, v (3·B·H·L·d floats, 96 MiB at L = 16384) and whatever the
+allocator keeps resident after frees. On CUDA,
 ``torch.cuda.max_memory_allocated()`` minus the allocated memory before the first forward.
 
 Ratios: "vs SDPA" = SDPA time / method time (> 1: faster than SDPA), "vs performer" likewise.
@@ -99,6 +102,11 @@ def worker(cfg: dict) -> dict:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
+    # one tiny call first, so one-off lazy initialization (kernels, autograd engine threads,
+    # lazily imported modules) is not counted as the attention's memory
+    tiny = torch.randn((*shape[:2], 16, shape[3]), device=device, requires_grad=True)
+    attn(tiny, tiny, tiny).sum().backward()
+    del tiny
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

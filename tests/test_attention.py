@@ -62,6 +62,18 @@ def test_output_shape_with_other_value_dim(name: str) -> None:
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("name", ALL_ATTENTIONS)
+def test_cross_attention_lengths(name: str) -> None:
+    """Lq ≠ Lk (no mask): output (B, H, Lq, d_v), finite; causal needs Lq = Lk."""
+    q, _, _ = _qkv(length=5, seed=13)
+    _, k, v = _qkv(length=7, dv=3, seed=14)
+    attn = _build(name)
+    out = attn(q, k, v)
+    assert out.shape == (2, 2, 5, 3) and torch.isfinite(out).all()
+    with pytest.raises(ValueError):
+        attn(q, k, v, causal=True)
+
+
 # -- softmax ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("causal", [False, True])
 def test_softmax_matches_explicit_formula(causal: bool) -> None:

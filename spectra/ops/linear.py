@@ -259,15 +259,16 @@ ExponentsFn = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
 ]
 
-# Elements of one (batch, rows, M) block of log-features (8 MiB in fp32). On CPU the time hardly
-# depends on it (measured: 2^18 … 2^22 within 5% single-threaded, 2^23 50% slower); large blocks
-# mean few ops, which matters when the cores are shared (each multi-threaded op waits for all its
-# threads).
-_CHUNK_ELEMENTS = 1 << 21
+# Elements of one (batch, rows, M) block of log-features: 2^22 = 16 MiB in fp32. Measured on 2 CPU
+# cores (B=1, H=8, L=16384, m=256): 2^20 … 2^22 give the same time; 2^24 is ~1.8× slower (blocks
+# beyond glibc's 32 MiB mmap threshold are page-faulted afresh on every allocation). Larger
+# blocks mean fewer ops, which matters when the cores are shared with other processes (each
+# multi-threaded op then waits for all its threads).
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def default_chunk_rows(batch: int, features: int, length: int) -> int:
-    """Rows per chunk so that a (batch, rows, features) block holds about 2^21 elements."""
+    """Rows per chunk so that a (batch, rows, features) block holds about 2^22 elements."""
     rows = _CHUNK_ELEMENTS // max(batch * features, 1)
     return max(16, min(max(length, 1), rows))
 
@@ -287,12 +288,13 @@ def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
 class _RowwiseExpLinearAttention(torch.autograd.Function):
     """Linear attention with φ = exp(e), e from a row-wise exponent function, by row chunks.
 
-    Forward: keys chunk by chunk, KV = Σ_j φ(y_j)[v_j, 1]ᵀ with an online (running) key max —
-    when a chunk raises the max M, the accumulated KV is rescaled by exp(M_old − M_new), so the
-    result is that of one global max over valid keys; then queries chunk by chunk,
-    [num, den] = φ(x_i)ᵀ KV with a per-row max. Nothing of size L×M is stored: backward
-    recomputes each chunk's exponents (with autograd, for the exponent function's gradient) and
-    applies the same formulas as :class:`_ExpLinearAttention`.
+    Forward: keys chunk by chunk, KV = Σ_j φ(y_j) v_jᵀ and z = Σ_j φ(y_j) with an online
+    (running) key max — when a chunk raises the max M, the sums so far are rescaled by
+    exp(M_old − M_new), so the result is that of one global max over valid keys; then queries
+    chunk by chunk, [num, den] = φ(x_i)ᵀ [KV, z] with a per-row max. Nothing of size L×M is
+    stored: backward recomputes each chunk's exponents (with autograd, for the exponent
+    function's gradient) and applies the formulas of :class:`_ExpLinearAttention` chunk-wise.
+    Saved: the inputs, out and den (O(L·(d + dv))) and the small [KV, z].
     """
 
     @staticmethod
@@ -311,11 +313,11 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         *params: torch.Tensor,
     ) -> torch.Tensor:
         n, lx, _ = x.shape
-        ly = y.shape[1]
+        ly, dv = y.shape[1], v.shape[-1]
         x0, y0 = x[:, :0], y[:, :0]
-        v1 = _with_ones(v)
         features = fn(x0, y0, w)[1].shape[-1]
-        kv = x.new_zeros(n, features, v1.shape[-1])
+        kv = x.new_zeros(n, features, dv)
+        z = x.new_zeros(n, features)
         run = x.new_full((n, 1, 1), float("-inf"))
         for s in range(0, ly, chunk):
             e = fn(x0, y[:, s : s + chunk], w)[1]
@@ -323,15 +325,20 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             if stabilize:
                 new = torch.maximum(run, _valid_key_max(e, ym))
                 new_eff = _finite_or_zero(new)
-                kv.mul_(torch.where(torch.isfinite(run), (run - new_eff).exp(), 1.0))
+                rescale = torch.where(torch.isfinite(run), (run - new_eff).exp(), 1.0)
+                kv.mul_(rescale)
+                z.mul_(rescale[..., 0])
                 e.sub_(new_eff)
                 run = new
             e.exp_()
             if ym is not None:
                 e.masked_fill_(~ym[..., None], 0.0)
-            kv.baddbmm_(e.transpose(1, 2), v1[:, s : s + chunk])
+            kv.baddbmm_(e.transpose(1, 2), v[:, s : s + chunk])
+            z.add_(e.sum(dim=1))
         key_shift = _finite_or_zero(run) if stabilize else torch.zeros_like(run)
-        nd = x.new_empty(n, lx, v1.shape[-1])
+        kvz = torch.cat([kv, z[..., None]], dim=-1)  # (n, M, dv + 1)
+        out = x.new_empty(n, lx, dv)
+        den = x.new_empty(n, lx, 1)
         for s in range(0, lx, chunk):
             e = fn(x[:, s : s + chunk], y0, w)[0]
             if stabilize:
@@ -339,20 +346,20 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             e.exp_()
             if x_mask is not None:
                 e.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
-            nd[:, s : s + chunk] = torch.bmm(e, kv)
-        den = nd[..., -1:] + eps
-        out = nd[..., :-1] / den
+            nd = torch.bmm(e, kvz)
+            den_c = nd[..., -1:] + eps
+            den[:, s : s + chunk] = den_c
+            torch.div(nd[..., :-1], den_c, out=out[:, s : s + chunk])
         ctx.fn, ctx.chunk, ctx.stabilize = fn, chunk, stabilize
-        ctx.n_params = len(params)
-        masks = [m for m in (x_mask, y_mask) if m is not None]
         ctx.has_masks = (x_mask is not None, y_mask is not None)
-        ctx.save_for_backward(x, y, v1, w, kv, key_shift, den, out, *masks, *params)
+        masks = [m for m in (x_mask, y_mask) if m is not None]
+        ctx.save_for_backward(x, y, v, w, kvz, key_shift, den, out, *masks, *params)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g: torch.Tensor):  # type: ignore[override]
-        x, y, v1, w, kv, key_shift, den, out, *rest = ctx.saved_tensors
+        x, y, v, w, kvz, key_shift, den, out, *rest = ctx.saved_tensors
         it = iter(rest)
         x_mask = next(it) if ctx.has_masks[0] else None
         y_mask = next(it) if ctx.has_masks[1] else None
@@ -373,10 +380,9 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
                     acc.add_(gr)
             return grads[0] if need_leaf else None
 
-        g_num = g / den
-        gg = torch.cat([g_num, -(g_num * out).sum(-1, keepdim=True)], dim=-1)  # (n, Lx, dv+1)
-        g_kv = torch.zeros_like(kv)
-        kv_t = kv.transpose(1, 2)
+        # queries: ∂KVZ = Σ φxᵀ G and ∂ex = (G KVZᵀ) ⊙ φx, G = [g/den, −Σ(g·out)/den]
+        g_kvz = torch.zeros_like(kvz)
+        kvz_t = kvz.transpose(1, 2)
         q_graph = need_x or bool(extra)
         g_x = torch.empty_like(x) if need_x else None
         for s in range(0, x.shape[1], chunk):
@@ -387,17 +393,21 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             p.exp_()
             if x_mask is not None:
                 p.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
-            gc = gg[:, s : s + chunk]
-            g_kv.baddbmm_(p.transpose(1, 2), gc)
+            g_num = g[:, s : s + chunk] / den[:, s : s + chunk]
+            g_den = -(g_num * out[:, s : s + chunk]).sum(-1, keepdim=True)
+            gc = torch.cat([g_num, g_den], dim=-1)
+            g_kvz.baddbmm_(p.transpose(1, 2), gc)
             if q_graph:
-                gx_c = accumulate(e, xc, need_x, torch.bmm(gc, kv_t).mul_(p))
+                gx_c = accumulate(e, xc, need_x, torch.bmm(gc, kvz_t).mul_(p))
                 if need_x:
                     g_x[:, s : s + chunk] = gx_c
+        # keys: ∂ey = (V ∂KVᵀ + ∂z) ⊙ φy, ∂V = φy ∂KV
         k_graph = need_y or bool(extra)
         g_y = torch.empty_like(y) if need_y else None
-        g_v = torch.empty_like(v1[..., :-1]) if need_v else None
-        g_kv_v = g_kv[..., :-1].contiguous()
+        g_v = torch.empty_like(v) if need_v else None
+        g_kv = g_kvz[..., :-1].contiguous()
         g_kv_t = g_kv.transpose(1, 2)
+        g_z = g_kvz[..., -1][:, None, :]  # (n, 1, M)
         for s in range(0, y.shape[1], chunk):
             yc = y[:, s : s + chunk].detach().requires_grad_(need_y)
             with torch.set_grad_enabled(k_graph):
@@ -407,9 +417,10 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             if y_mask is not None:
                 p.masked_fill_(~y_mask[:, s : s + chunk, None], 0.0)
             if need_v:
-                g_v[:, s : s + chunk] = torch.bmm(p, g_kv_v)
+                torch.bmm(p, g_kv, out=g_v[:, s : s + chunk])
             if k_graph:
-                gy_c = accumulate(e, yc, need_y, torch.bmm(v1[:, s : s + chunk], g_kv_t).mul_(p))
+                g_e = torch.baddbmm(g_z, v[:, s : s + chunk], g_kv_t).mul_(p)
+                gy_c = accumulate(e, yc, need_y, g_e)
                 if need_y:
                     g_y[:, s : s + chunk] = gy_c
         it_extra = iter(g_extra)
