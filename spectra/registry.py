@@ -161,8 +161,13 @@ class Registry:
         return f"unknown {self.kind} {name!r}.{hint} Registered {self.kind}s: {', '.join(known)}"
 
 
+_OPTIONLESS_INITS = {"Module.__init__", "object.__init__"}
+
+
 def accepted_options(obj: Callable[..., Any]) -> tuple[set[str], bool]:
     """Keyword names ``obj`` accepts, and whether it also takes ``**kwargs``."""
+    if inspect.isclass(obj) and getattr(obj.__init__, "__qualname__", "") in _OPTIONLESS_INITS:
+        return set(), False  # inherits nn.Module's / object's (*args, **kwargs): no options
     target = obj.__init__ if inspect.isclass(obj) else obj
     params = inspect.signature(target).parameters.values()
     names = {

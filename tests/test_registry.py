@@ -104,3 +104,9 @@ def test_listing_cli(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"  {name} " in out
     text = format_listing(["samplers", "feature_maps", "attentions"])
     assert "feature_maps (" in text and "attentions (" in text and "spectra" in text
+
+
+def test_component_without_options_rejects_any_option() -> None:
+    """A map that inherits nn.Module.__init__ takes no options: an unknown one is a ValueError."""
+    with pytest.raises(ValueError, match=r"feature map 'posrf' got unknown option\(s\) 'A'"):
+        FEATURE_MAPS.build("posrf", A=0.1)
