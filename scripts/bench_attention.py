@@ -1,25 +1,37 @@
 #!/usr/bin/env python
-"""Speed and peak memory of attention forward + backward: softmax (SDPA), Spectra random
-features (posrf + orthogonal, m = 256) and performer-pytorch's ``FastAttention`` (same m).
+"""Speed and peak memory of attention: forward and forward + backward vs sequence length L, for
+every registered attention at m = 256 (``random_features`` once per ``--feature-maps`` preset,
+orthogonal W; landmark methods with m landmarks), performer-pytorch ``FastAttention`` and
+nystrom-attention's ``NystromAttention``, in one run.
 
 Usage::
 
-    python scripts/bench_attention.py                      # L = 1024, 4096, 16384
-    python scripts/bench_attention.py --quick              # L = 1024, 4096, 2 reps
-    python scripts/bench_attention.py --lengths 2048 8192 --reps 5 --methods random_features sdpa
+    python scripts/bench_attention.py              # L = 512 … 32768 into docs/results/speed
+    python scripts/bench_attention.py --quick --out /tmp/speed   # tiny smoke run (CI)
+    python scripts/bench_attention.py --lengths 16384 --methods softmax random_features:posrf
 
 Shape B = 1, H = 8, d = 64 (``--batch``, ``--heads``, ``--head-dim``). Each (method, L) runs in
-its own fresh subprocess; the time is the median over ``--reps`` timed repetitions (after one
-warm-up) of ``out = attn(q, k, v); out.sum().backward()``.
+its own fresh subprocess. Times are medians over ``--reps`` timed repetitions (after one
+warm-up) of ``attn(q, k, v)`` under ``torch.no_grad()`` (forward) and of
+``attn(q, k, v).sum().backward()`` (forward + backward). The registered ``softmax`` attention is
+``F.scaled_dot_product_attention`` (SDPA), the baseline of the "vs SDPA" ratios.
 
-Peak memory, measured honestly per subprocess: on CPU, the process's peak resident set size
-(``getrusage(RUSAGE_SELF).ru_maxrss``, which sees every allocation including PyTorch's) minus
-the resident size just before the first full-size forward (inputs, modules and libraries
-already loaded, and one tiny L = 16 call done so one-off lazy initialization is not counted);
-so it is the extra memory the attention needs at its worst point, warm-up included. It
-includes the gradients of q, k, v (3·B·H·L·d floats, 96 MiB at L = 16384) and whatever the
-allocator keeps resident after frees. On CUDA,
-``torch.cuda.max_memory_allocated()`` minus the allocated memory before the first forward.
+nystrom-attention's ``NystromAttention(dim=H·d, heads=H, dim_head=d, num_landmarks=m)`` takes the
+full (B, L, H·d) input and includes its own q/k/v and output projections and the depthwise
+residual convolution (its defaults); its row therefore costs slightly more than the attention
+kernel alone (the projections are O(L·(H·d)²)).
+
+Peak memory, per subprocess: on CPU the process's peak resident set size
+(``getrusage(RUSAGE_SELF).ru_maxrss``) minus the resident size just before the first full-size
+call (inputs, modules and libraries loaded, one tiny L = 16 call done so that one-off lazy
+initialization is not counted): the extra memory at the worst point of forward + backward,
+gradients of the inputs included. On CUDA ``torch.cuda.max_memory_allocated()`` minus the
+allocated memory before the first call. The fitted exponent is the least-squares slope of
+log(peak) vs log(L) over the lengths ≥ ``--fit-from``.
+
+Budget: before a (method, L) runs, its wall time is estimated from the same method's largest
+measured length as (1 + reps)·(t_fwd+bwd + t_fwd)·(L / L_prev)²; above ``--budget-s`` the row
+is recorded as "skipped: over budget" (never silently dropped).
 
 Ratios: "vs SDPA" = SDPA time / method time (> 1: faster than SDPA), "vs performer" likewise.
 """
@@ -27,7 +39,9 @@ Ratios: "vs SDPA" = SDPA time / method time (> 1: faster than SDPA), "vs perform
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import platform
 import resource
@@ -38,12 +52,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-METHODS = ("sdpa", "random_features", "performer")
-LABELS = {
-    "sdpa": "softmax (SDPA)",
-    "random_features": "random_features (posrf + orthogonal)",
-    "performer": "performer-pytorch FastAttention",
-}
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DEFAULT_OUT = REPO / "docs" / "results" / "speed"
+BASELINE = "softmax"
+PERFORMER = "performer-pytorch"
+NYSTROM = "nystrom-attention"
+EXTERNAL = (PERFORMER, NYSTROM)
+RF = "random_features"
 
 
 # -- worker (one method, one length, fresh process) ---------------------------------------------
@@ -52,28 +68,41 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _build(method: str, head_dim: int, num_features: int):
-    import torch.nn.functional as F
+def _build(method: str, cfg: dict):
+    """(callable on (q, k, v), input adapter) for a method name ``name`` or ``name:feature_map``."""
+    import torch
 
-    if method == "sdpa":
-        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
-    if method == "random_features":
-        from spectra.registry import ATTENTIONS
-
-        return ATTENTIONS.build(
-            "random_features",
-            head_dim=head_dim,
-            num_features=num_features,
-            sampler="orthogonal",
-            feature_map="posrf",
-            redraw_interval=None,
-            seed=0,
-        )
-    if method == "performer":
+    d, m, heads = cfg["head_dim"], cfg["num_features"], cfg["heads"]
+    if method == PERFORMER:
         from performer_pytorch import FastAttention
 
-        return FastAttention(dim_heads=head_dim, nb_features=num_features)
-    raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        return FastAttention(dim_heads=d, nb_features=m), None
+    if method == NYSTROM:
+        from nystrom_attention import NystromAttention
+
+        module = NystromAttention(dim=heads * d, heads=heads, dim_head=d, num_landmarks=m)
+
+        def call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return module(q)  # q is the (B, L, H·d) input here
+
+        return call, module
+    from spectra.registry import ATTENTIONS, accepted_options
+
+    name, _, feature_map = method.partition(":")
+    cls = ATTENTIONS.get(name)
+    accepted, _ = accepted_options(cls)
+    wanted = {
+        "num_features": m,
+        "num_landmarks": m,
+        "sampler": "orthogonal",
+        "feature_map": feature_map or None,
+        "redraw_interval": None,
+        "seed": 0,
+    }
+    options = {k: v for k, v in wanted.items() if k in accepted and v is not None}
+    if feature_map and "feature_map" not in options:
+        raise ValueError(f"{name} takes no feature_map, got {method!r}")
+    return ATTENTIONS.build(name, head_dim=d, **options), None
 
 
 def worker(cfg: dict) -> dict:
@@ -83,29 +112,40 @@ def worker(cfg: dict) -> dict:
         torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
     torch.manual_seed(0)
-    shape = (cfg["batch"], cfg["heads"], cfg["length"], cfg["head_dim"])
-    q, k, v = (torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
-    attn = _build(cfg["method"], cfg["head_dim"], cfg["num_features"])
-    if isinstance(attn, torch.nn.Module):
-        attn = attn.to(device)
+    b, h, n, d = cfg["batch"], cfg["heads"], cfg["length"], cfg["head_dim"]
+    attn, module = _build(cfg["method"], cfg)
+    module = module if module is not None else attn
+    if isinstance(module, torch.nn.Module):
+        module.to(device)
+    whole = cfg["method"] == NYSTROM  # takes one (B, L, H·d) input
+
+    def inputs(length: int) -> tuple[torch.Tensor, ...]:
+        if whole:
+            x = torch.randn((b, length, h * d), device=device, requires_grad=True)
+            return (x, x, x)
+        shape = (b, h, length, d)
+        return tuple(torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
+
+    q, k, v = inputs(n)
     cuda = device.type == "cuda"
 
-    def step() -> float:
+    def timed(backward: bool) -> float:
         for t in (q, k, v):
             t.grad = None
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = attn(q, k, v)
-        out.sum().backward()
+        if backward:
+            attn(q, k, v).sum().backward()
+        else:
+            with torch.no_grad():
+                attn(q, k, v)
         if cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    # one tiny call first, so one-off lazy initialization (kernels, autograd engine threads,
-    # lazily imported modules) is not counted as the attention's memory
-    tiny = torch.randn((*shape[:2], 16, shape[3]), device=device, requires_grad=True)
-    attn(tiny, tiny, tiny).sum().backward()
+    tiny = inputs(16)
+    attn(*tiny).sum().backward()
     del tiny
     if cuda:
         torch.cuda.synchronize()
@@ -113,13 +153,21 @@ def worker(cfg: dict) -> dict:
         base = torch.cuda.memory_allocated()
     else:
         base = _rss_bytes()
-    step()  # warm-up
-    times = [step() for _ in range(cfg["reps"])]
+    timed(True)  # warm-up
+    fwd_bwd = [timed(True) for _ in range(cfg["reps"])]
+    timed(False)
+    fwd = [timed(False) for _ in range(cfg["reps"])]
     if cuda:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"median_s": statistics.median(times), "times_s": times, "peak_bytes": max(peak, 0)}
+    return {
+        "fwd_bwd_s": statistics.median(fwd_bwd),
+        "fwd_s": statistics.median(fwd),
+        "fwd_bwd_times": fwd_bwd,
+        "fwd_times": fwd,
+        "peak_bytes": max(peak, 0),
+    }
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -149,24 +197,190 @@ def run_one(cfg: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _fmt_ratio(base: dict | None, res: dict) -> str:
-    if not base or "error" in base or "error" in res:
-        return "–"
-    return f"{base['median_s'] / res['median_s']:.2f}×"
+def default_methods(feature_maps: list[str]) -> list[str]:
+    """Every registered attention (random_features once per feature map), then the externals."""
+    from spectra.registry import ATTENTIONS
+
+    methods = []
+    for name in ATTENTIONS.names():
+        methods += [f"{name}:{fm}" for fm in feature_maps] if name == RF else [name]
+    methods.remove(BASELINE)
+    return [BASELINE, *methods, *EXTERNAL]
+
+
+def fit_exponent(lengths: list[int], values: list[float]) -> float | None:
+    """Least-squares slope of log(value) vs log(L); None with fewer than 2 positive points."""
+    pts = [(math.log(n), math.log(y)) for n, y in zip(lengths, values, strict=True) if y > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx > 0 else None
+
+
+def _ratio(base: dict | None, res: dict, key: str) -> float | None:
+    if not base or key not in base or key not in res:
+        return None
+    return base[key] / res[key]
+
+
+def _fmt(x: float | None, spec: str = ".2f", suffix: str = "×") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def write_outputs(
+    out: Path, results: dict, methods: list[str], lengths: list[int], meta: dict, fit_from: int
+) -> str:
+    """bench.csv, speed_fwd_bwd.png, speed_fwd.png, memory.png, summary.md; returns the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "bench.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["method", "L", "fwd_s", "fwd_bwd_s", "peak_mib", "fwd_bwd_vs_sdpa",
+             "fwd_bwd_vs_performer", "status"]
+        )
+        for n in lengths:
+            for m in methods:
+                r = results[m, n]
+                if "fwd_bwd_s" not in r:
+                    w.writerow([m, n, "", "", "", "", "", r.get("error") or r.get("skipped")])
+                    continue
+                vs_s = _ratio(results.get((BASELINE, n)), r, "fwd_bwd_s")
+                vs_p = _ratio(results.get((PERFORMER, n)), r, "fwd_bwd_s")
+                w.writerow([m, n, f"{r['fwd_s']:.6f}", f"{r['fwd_bwd_s']:.6f}",
+                            f"{r['peak_bytes'] / 2**20:.1f}",
+                            "" if vs_s is None else f"{vs_s:.3f}",
+                            "" if vs_p is None else f"{vs_p:.3f}", "ok"])
+
+    exponents = {}
+    for m in methods:
+        ok = [n for n in lengths if n >= fit_from and "peak_bytes" in results[m, n]]
+        exponents[m] = fit_exponent(ok, [results[m, n]["peak_bytes"] for n in ok])
+
+    _plots(out, results, methods, lengths)
+
+    lines = [
+        "# Attention speed and memory",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
+        f"load average {meta['load_before']} before, {meta['load_after']} after; "
+        f"started {meta['started']}, {meta['wall_min']:.1f} min wall.",
+        "",
+        f"B = {meta['batch']}, H = {meta['heads']}, d = {meta['head_dim']}, m = "
+        f"{meta['num_features']} (features or landmarks), medians of {meta['reps']} reps after "
+        "one warm-up, each (method, L) in a fresh process. Ratios: baseline time / method time "
+        "(> 1: faster). Peak memory: peak RSS above the RSS before the first full-size call "
+        "(forward + backward, input gradients included). nystrom-attention includes its own "
+        "q/k/v/output projections and residual convolution.",
+        "",
+        "![forward + backward time](speed_fwd_bwd.png) ![forward time](speed_fwd.png) "
+        "![peak memory](memory.png)",
+        "",
+        "| method | L | fwd (s) | fwd+bwd (s) | fwd+bwd vs SDPA | fwd+bwd vs performer "
+        "| peak mem (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in lengths:
+        for m in methods:
+            r = results[m, n]
+            if "fwd_bwd_s" not in r:
+                why = f"error: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+                lines.append(f"| {m} | {n} | {why} | | | | |")
+                continue
+            lines.append(
+                f"| {m} | {n} | {r['fwd_s']:.3f} | {r['fwd_bwd_s']:.3f} "
+                f"| {_fmt(_ratio(results.get((BASELINE, n)), r, 'fwd_bwd_s'))} "
+                f"| {_fmt(_ratio(results.get((PERFORMER, n)), r, 'fwd_bwd_s'))} "
+                f"| {r['peak_bytes'] / 2**20:.0f} |"
+            )
+    lines += ["", f"Fitted peak-memory exponent (slope of log peak vs log L, L ≥ {fit_from}):", "",
+              "| method | exponent |", "|---|---:|"]
+    lines += [f"| {m} | {_fmt(exponents[m], '.2f', '')} |" for m in methods]
+    lines += ["", *targets(results, exponents, lengths)]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def targets(results: dict, exponents: dict, lengths: list[int], at: int = 16384) -> list[str]:
+    """The issue's targets at L = ``at`` (fwd+bwd) with measured values and pass/fail."""
+    if at not in lengths:
+        return [f"Targets: not evaluated (L = {at} not in this run)."]
+    posrf = results.get((f"{RF}:posrf", at), {})
+    saderf = results.get((f"{RF}:saderf", at), {})
+    vs_sdpa = _ratio(results.get((BASELINE, at)), posrf, "fwd_bwd_s")
+    vs_perf = _ratio(results.get((PERFORMER, at)), posrf, "fwd_bwd_s")
+    sade = _ratio(saderf, posrf, "fwd_bwd_s")  # saderf time / posrf time
+    exp = exponents.get(f"{RF}:posrf")
+
+    def row(what: str, value: float | None, ok: bool | None, spec: str = ".2f") -> str:
+        verdict = "n/a" if ok is None else ("pass" if ok else "FAIL")
+        return f"| {what} | {_fmt(value, spec, '')} | {verdict} |"
+
+    return [
+        f"Targets (L = {at}, fwd+bwd, posrf = random_features posrf + orthogonal):",
+        "",
+        "| target | measured | result |",
+        "|---|---:|---|",
+        row("posrf ≥ 10× faster than SDPA", vs_sdpa, None if vs_sdpa is None else vs_sdpa >= 10),
+        row("posrf ≥ 2× faster than performer-pytorch", vs_perf,
+            None if vs_perf is None else vs_perf >= 2),
+        row("saderf time ≤ 1.5 × posrf time", sade, None if sade is None else sade <= 1.5),
+        row("posrf peak-memory exponent ≤ 1.1", exp, None if exp is None else exp <= 1.1),
+    ]
+
+
+def _plots(out: Path, results: dict, methods: list[str], lengths: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for key, fname, ylabel, scale in (
+        ("fwd_bwd_s", "speed_fwd_bwd.png", "forward + backward time (s)", 1.0),
+        ("fwd_s", "speed_fwd.png", "forward time (s)", 1.0),
+        ("peak_bytes", "memory.png", "peak memory above baseline (MiB)", 2.0**-20),
+    ):
+        fig, ax = plt.subplots(figsize=(7, 5))
+        for m in methods:
+            ok = [n for n in lengths if key in results[m, n] and results[m, n][key] > 0]
+            if ok:
+                ax.plot(ok, [results[m, n][key] * scale for n in ok], marker="o", label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths L")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (median reported)")
-    p.add_argument("--quick", action="store_true", help="L = 1024 4096 and 2 reps")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--quick", action="store_true", help="L = 256 512, 1 rep (smoke test)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="registered names (random_features:<feature map>), performer-pytorch, "
+                        "nystrom-attention; default: all")
+    p.add_argument("--feature-maps", nargs="+", default=["posrf", "oprf", "saderf"],
+                   help="random_features presets (orthogonal W)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--num-features", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--budget-s", type=float, default=90.0, help="per-(method, L) wall budget")
+    p.add_argument("--fit-from", type=int, default=None,
+                   help="smallest L in the exponent fit (default 4096, or all L if fewer than "
+                        "2 are ≥ 4096)")
+    p.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -176,49 +390,54 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    lengths = args.lengths or ([1024, 4096] if args.quick else [1024, 4096, 16384])
-    reps = args.reps or (2 if args.quick else 3)
+    lengths = sorted(args.lengths or ([256, 512] if args.quick else
+                                      [512, 1024, 2048, 4096, 8192, 16384, 32768]))
+    reps = args.reps or (1 if args.quick else 3)
     if reps < 1 or any(n < 1 for n in lengths):
         p.error("--reps and --lengths must be positive")
+    methods = args.methods or default_methods(args.feature_maps)
+    fit_from = args.fit_from or (4096 if sum(n >= 4096 for n in lengths) >= 2 else lengths[0])
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = args.threads or torch.get_num_threads()
     where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
-    print(
-        f"# attention forward+backward: B={args.batch} H={args.heads} d={args.head_dim} "
-        f"m={args.num_features}, median of {reps} reps; device={device} ({where}), "
-        f"torch {torch.__version__}, {threads} threads, load avg {os.getloadavg()[0]:.2f}\n"
-    )
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    t0 = time.perf_counter()
+    print(f"# {device} ({where}), torch {torch.__version__}, {threads} threads, "
+          f"load {load_before}", file=sys.stderr, flush=True)
     results: dict[tuple[str, int], dict] = {}
+    last: dict[str, tuple[int, dict]] = {}
     for length in lengths:
-        for method in args.methods:
+        for method in methods:
+            if method in last:
+                n0, r0 = last[method]
+                est = (1 + reps) * (r0["fwd_bwd_s"] + r0["fwd_s"]) * (length / n0) ** 2
+                if est > args.budget_s:
+                    results[method, length] = {
+                        "skipped": f"over budget (estimated {est:.0f} s > {args.budget_s:.0f} s)"
+                    }
+                    print(f"  skipped: {method} L={length}", file=sys.stderr, flush=True)
+                    continue
             cfg = {
-                "method": method,
-                "length": length,
-                "batch": args.batch,
-                "heads": args.heads,
-                "head_dim": args.head_dim,
-                "num_features": args.num_features,
-                "reps": reps,
-                "threads": args.threads,
-                "device": device,
+                "method": method, "length": length, "batch": args.batch, "heads": args.heads,
+                "head_dim": args.head_dim, "num_features": args.num_features, "reps": reps,
+                "threads": args.threads, "device": device,
             }
-            results[method, length] = run_one(cfg)
-            print(f"  done: {method} L={length}", file=sys.stderr, flush=True)
-
-    print("| method | L | fwd+bwd (s) | vs SDPA | vs performer | peak mem (MiB) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for length in lengths:
-        for method in args.methods:
-            res = results[method, length]
-            if "error" in res:
-                print(f"| {LABELS[method]} | {length} | error: {res['error']} | | | |")
-                continue
-            print(
-                f"| {LABELS[method]} | {length} | {res['median_s']:.3f} "
-                f"| {_fmt_ratio(results.get(('sdpa', length)), res)} "
-                f"| {_fmt_ratio(results.get(('performer', length)), res)} "
-                f"| {res['peak_bytes'] / 2**20:.0f} |"
-            )
+            res = run_one(cfg)
+            results[method, length] = res
+            if "fwd_bwd_s" in res:
+                last[method] = (length, res)
+            print(f"  done: {method} L={length} {res.get('fwd_bwd_s', res)}", file=sys.stderr,
+                  flush=True)
+    meta = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
+        "machine": f"{where} ({device})", "torch": torch.__version__, "threads": threads,
+        "load_before": load_before, "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "started": started, "wall_min": (time.perf_counter() - t0) / 60, "batch": args.batch,
+        "heads": args.heads, "head_dim": args.head_dim, "num_features": args.num_features,
+        "reps": reps,
+    }
+    print(write_outputs(args.out or DEFAULT_OUT, results, methods, lengths, meta, fit_from))
 
 
 if __name__ == "__main__":

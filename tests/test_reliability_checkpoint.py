@@ -71,21 +71,25 @@ def test_exception_inside_the_write_keeps_the_previous_checkpoint(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temporary left
 
 
-def _killed_writer(path: str, naive: bool) -> None:
-    """Child process: start writing checkpoint 2 to ``path``, SIGKILL itself halfway."""
+def _killed_writer(path: str, checkpoint: dict, naive: bool) -> None:
+    """Child process: start writing ``checkpoint`` to ``path``, SIGKILL itself halfway."""
     torch.save = _half_then(lambda: os.kill(os.getpid(), signal.SIGKILL))  # type: ignore[assignment]
     if naive:
-        torch.save(_checkpoint(2.0), path)  # what a plain torch.save(path) would do
+        torch.save(checkpoint, path)  # what a plain torch.save(path) would do
     else:
-        AtomicCheckpointIO().save_checkpoint(_checkpoint(2.0), path)
+        AtomicCheckpointIO().save_checkpoint(checkpoint, path)
 
 
 def _kill_during_write(path: Path, naive: bool) -> int:
-    process = multiprocessing.get_context("fork").Process(
-        target=_killed_writer, args=(str(path), naive)
-    )
+    # The checkpoint is made here: a forked child must not start torch's thread pools.
+    checkpoint = _checkpoint(2.0)
+    context = multiprocessing.get_context("fork")
+    process = context.Process(target=_killed_writer, args=(str(path), checkpoint, naive))
     process.start()
     process.join(60)
+    if process.is_alive():
+        process.kill()
+        pytest.fail("the writer process hung")
     return process.exitcode
 
 

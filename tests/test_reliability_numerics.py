@@ -189,7 +189,7 @@ def _fit(model: _Tiny, *callbacks: L.Callback, steps: int = 6) -> None:
 def test_nan_guard_stops_before_the_bad_update_and_names_step_and_layer() -> None:
     model, snapshots = _Tiny(), _Snapshots()
     with pytest.raises(NonFiniteError) as err:
-        _fit(model, NaNGuard(), FaultInjector(step=3, kind="nan", module="net.2"), snapshots)
+        _fit(model, NaNGuard(), FaultInjector(step=3, kind="nan_output", module="net.2"), snapshots)
     message = str(err.value)
     assert "non-finite gradients at step 3 (epoch 0, batch 2)" in message
     assert "First non-finite activation: output of layer net.2 (Linear)" in message
@@ -202,7 +202,7 @@ def test_nan_guard_stops_before_the_bad_update_and_names_step_and_layer() -> Non
 
 def test_without_the_guard_the_same_fault_trains_on_nan_weights() -> None:
     model = _Tiny()
-    _fit(model, FaultInjector(step=3, kind="nan", module="net.2"))
+    _fit(model, FaultInjector(step=3, kind="nan_output", module="net.2"))
     assert not all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -231,7 +231,7 @@ def test_nan_guard_tolerates_fp16_scaler_overflow_only_a_bounded_number_of_times
     guard = NaNGuard(max_skipped_steps=2, locate=False)
     guard.on_before_optimizer_step(trainer, module, None)  # skipped by the scaler: tolerated
     guard.on_before_optimizer_step(trainer, module, None)
-    with pytest.raises(NonFiniteError, match=r"gradients at step 6 .*in layer weight"):
+    with pytest.raises(NonFiniteError, match=r"gradients at step 6 in layer weight"):
         guard.on_before_optimizer_step(trainer, module, None)
     no_scaler = SimpleNamespace(global_step=5, current_epoch=0, callback_metrics={})
     with pytest.raises(NonFiniteError):

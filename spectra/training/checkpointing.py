@@ -143,34 +143,47 @@ def _siblings(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
 
 
+def _corrupt(path: Path, problem: str, exc: BaseException | None) -> CorruptCheckpointError:
+    others = _siblings(path)
+    hint = (
+        f"other checkpoints in {path.parent}: {', '.join(others)}"
+        if others
+        else f"no other checkpoint in {path.parent}"
+    )
+    cause = f" ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})" if exc else ""
+    return CorruptCheckpointError(
+        f"checkpoint {path} cannot be loaded: {problem}. It was probably being written when the "
+        f"process died, or was copied incompletely; {hint}. Resume from another checkpoint "
+        f"with ckpt_path=<file>{cause}"
+    )
+
+
 def load_checkpoint_file(
     path: str | os.PathLike,
     load: Callable[..., Any] = torch.load,
+    *,
+    verify: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """``load(path, **kwargs)``; if that fails on a damaged file, a :class:`CorruptCheckpointError`
-    naming the problem and the other checkpoints in the same directory (errors of intact files,
-    e.g. a model mismatch, propagate unchanged)."""
+    """``load(path, **kwargs)`` for a checkpoint file that is intact.
+
+    ``verify``: check the archive first (every member present, CRC-32 matching: ``torch.load``
+    itself does not check CRCs, so a flipped bit would load silently). A damaged file raises
+    :class:`CorruptCheckpointError` naming the problem and the other checkpoints in the same
+    directory; errors of intact files (e.g. a model mismatch) propagate unchanged.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
+    if verify and (problem := checkpoint_problem(p)) is not None:
+        raise _corrupt(p, problem, None)
     try:
         return load(str(p), **kwargs)
     except Exception as exc:
         problem = checkpoint_problem(p)
         if problem is None:
             raise
-        others = _siblings(p)
-        hint = (
-            f"other checkpoints in {p.parent}: {', '.join(others)}"
-            if others
-            else f"no other checkpoint in {p.parent}"
-        )
-        raise CorruptCheckpointError(
-            f"checkpoint {p} cannot be loaded: {problem}. It was probably being written when the "
-            f"process died, or was copied incompletely; {hint}. Resume from another checkpoint "
-            f"with ckpt_path=<file> ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from exc
+        raise _corrupt(p, problem, exc) from exc
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -204,6 +204,11 @@ class LRADataModule(L.LightningDataModule):
                     skip_bad_rows=self.skip_bad_rows,
                     **self.options,
                 )
+            if len(self.datasets[split]) == 0:  # type: ignore[arg-type]
+                raise ValueError(
+                    f"the {split} split of task {self.name!r} in {self.resolved_dir} is empty "
+                    "(0 rows); check the data files (or the row filters in task.options)"
+                )
 
     # -- loaders ------------------------------------------------------------------------------
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:

@@ -160,7 +160,7 @@ class RankDiagnostics(Callback):
                     "state": self._first_state,
                     "batch": self._first_batch,
                     "grads": {n: g.detach().cpu().clone() for n, g in named if g is not None},
-                    "cfg": getattr(pl_module, "cfg", None),
+                    "hparams": dict(getattr(pl_module, "hparams", {}) or {}),
                 },
                 self.out_dir / f"first_step_rank{self.rank}.pt",
             )

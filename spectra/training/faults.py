@@ -7,7 +7,7 @@ one layer's output NaN, or raises. Enable it from the command line, e.g.::
     python train.py +callbacks.fault._target_=spectra.training.faults.FaultInjector \\
         +callbacks.fault.step=8 +callbacks.fault.kind=signal +callbacks.fault.signal=SIGKILL
 
-Steps count optimizer steps from 1: ``step=8`` acts during the 8th step (``nan``) or right
+Steps count optimizer steps from 1: ``step=8`` acts during the 8th step (``nan_output``) or right
 after it, before that step's checkpoint callbacks run (``signal``, ``raise``). ``once_marker``
 (a file path) makes the fault happen in one process only: the first one creates the file, a
 resumed run sees it and trains on undisturbed.
@@ -27,7 +27,7 @@ from torch.utils.hooks import RemovableHandle
 
 __all__ = ["FaultInjector", "InjectedFault"]
 
-_KINDS = ("signal", "nan", "raise")
+_KINDS = ("signal", "nan_output", "raise")  # not "nan": YAML would read a float
 
 
 class InjectedFault(RuntimeError):
@@ -36,7 +36,7 @@ class InjectedFault(RuntimeError):
 
 class FaultInjector(Callback):
     """One fault at training step ``step`` (1-based). ``kind``: ``signal`` (send ``signal`` to
-    this process after the step), ``nan`` (the output of submodule ``module`` of the
+    this process after the step), ``nan_output`` (the output of submodule ``module`` of the
     LightningModule is NaN during the step's forward), or ``raise`` (:class:`InjectedFault`)."""
 
     def __init__(
@@ -51,8 +51,8 @@ class FaultInjector(Callback):
             raise ValueError(f"FaultInjector step must be an int >= 1, got {step!r}")
         if kind not in _KINDS:
             raise ValueError(f"FaultInjector kind must be one of {', '.join(_KINDS)}, got {kind!r}")
-        if kind == "nan" and not module:
-            raise ValueError("FaultInjector(kind='nan') needs module=<submodule name>")
+        if kind == "nan_output" and not module:
+            raise ValueError("FaultInjector(kind='nan_output') needs module=<submodule name>")
         try:
             self.signum = int(_signal.Signals[str(signal).upper()])
         except KeyError:
@@ -75,7 +75,7 @@ class FaultInjector(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.kind != "nan" or trainer.global_step + 1 != self.step or not self._armed():
+        if self.kind != "nan_output" or trainer.global_step + 1 != self.step or not self._armed():
             return
         target = pl_module.get_submodule(str(self.module))
 
@@ -97,7 +97,7 @@ class FaultInjector(Callback):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
-        if trainer.global_step != self.step or self.kind == "nan":
+        if trainer.global_step != self.step or self.kind == "nan_output":
             return
         if not self._armed():
             return

@@ -75,13 +75,16 @@ def wandb_logger(
     silent: bool = True,
     min_free_mb: float = 50.0,
     finish_timeout: float = 60.0,
+    wandb_dir: str | None = None,
 ) -> Logger:
     """A ``WandbLogger`` whose run is started now; on any failure a warning and a ``CSVLogger``.
 
     ``mode``: ``offline`` (default when neither this nor ``WANDB_MODE`` is set), ``online`` or
     ``disabled``. ``group`` defaults to the Hydra sweep name in a multirun.
-    ``min_free_mb``: free space ``save_dir`` must have (before and during the run), else CSV;
-    ``finish_timeout``: seconds ``wandb.finish`` may take (see :mod:`.logging_guard`).
+    ``wandb_dir``: where W&B writes its run (default ``save_dir``); the CSV fallback always goes
+    to ``<save_dir>/wandb_fallback``. ``min_free_mb``: free space the W&B
+    directory must have (before and during the run), else CSV; ``finish_timeout``: seconds
+    ``wandb.finish`` may take (see :mod:`.logging_guard`).
     """
     mode = mode or os.environ.get("WANDB_MODE") or "offline"
     allowed_modes = ("offline", "online", "disabled", "shared")
@@ -92,15 +95,16 @@ def wandb_logger(
     if silent:
         os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_INIT_TIMEOUT", str(int(init_timeout)))
+    wandb_dir = wandb_dir or save_dir
     try:
-        check_writable(save_dir, min_free_mb)  # a full or read-only disk: CSV, not W&B errors
+        check_writable(wandb_dir, min_free_mb)  # a full or read-only disk: CSV, not W&B errors
         import wandb
         from lightning.pytorch import loggers as pl_loggers
 
         logger = resilient(pl_loggers.WandbLogger)(
             project=project,
             entity=entity,
-            save_dir=save_dir,
+            save_dir=wandb_dir,
             name=name,
             group=group or sweep_group(),
             tags=clean_tags(tags),
@@ -110,6 +114,7 @@ def wandb_logger(
             settings=wandb.Settings(init_timeout=float(init_timeout), silent=silent),
             min_free_mb=min_free_mb,
             finish_timeout=finish_timeout,
+            fallback_dir=save_dir,
         )
         logger.experiment  # noqa: B018 - start the run now (rank zero only), inside the try
     except Exception as exc:

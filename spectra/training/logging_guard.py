@@ -102,9 +102,15 @@ class _ResilientLogging:
     save_dir: str | None
 
     def __init__(
-        self, *args: Any, min_free_mb: float = 50.0, finish_timeout: float = 60.0, **kwargs: Any
+        self,
+        *args: Any,
+        min_free_mb: float = 50.0,
+        finish_timeout: float = 60.0,
+        fallback_dir: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.fallback_dir = fallback_dir
         self.min_free_mb = float(min_free_mb)
         self.finish_timeout = float(finish_timeout)
         self.fallback: CSVLogger | None = None
@@ -114,7 +120,7 @@ class _ResilientLogging:
 
     # -- failure handling -------------------------------------------------------------------------
     def _fallback_dir(self) -> str:
-        return str(self.save_dir or os.getcwd())
+        return str(self.fallback_dir or self.save_dir or os.getcwd())
 
     def _fall_back(self, reason: str) -> None:
         if self.fallback is not None or self._fallback_broken:
@@ -230,4 +236,5 @@ ResilientWandbLogger = resilient(WandbLogger)
 ResilientWandbLogger.__doc__ = """``WandbLogger`` whose failures switch logging to CSV instead of
 stopping the run. Extra options: ``min_free_mb`` (free space its directory must keep; checked at
 every ``log_metrics``), ``finish_timeout`` (seconds to wait for ``wandb.finish`` when falling
-back). ``fallback`` is the ``CSVLogger`` in use after a failure (None while W&B works)."""
+back), ``fallback_dir`` (where ``wandb_fallback/`` goes; default its own directory).
+``fallback`` is the ``CSVLogger`` in use after a failure (None while W&B works)."""

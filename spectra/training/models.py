@@ -174,6 +174,15 @@ class LRAEncoder(nn.Module):
                 f"mask must be a bool tensor of shape {tuple(input_ids.shape)}, "
                 f"got {mask.dtype} {tuple(mask.shape)}"
             )
+        vocab = self.token_embedding.num_embeddings
+        if input_ids.numel() and not torch.compiler.is_compiling():
+            low, high = (int(v) for v in torch.aminmax(input_ids))
+            if low < 0 or high >= vocab:  # else: an opaque IndexError / CUDA device assert
+                raise ValueError(
+                    f"token ids must be in [0, {vocab}) (this model's vocabulary; 0 = padding), "
+                    f"got ids from {low} to {high}: the data does not match the task's "
+                    "vocabulary (data of another task, or a different tokenization?)"
+                )
         positions = torch.arange(length, device=input_ids.device)
         x = self.dropout(self.token_embedding(input_ids) + self.position_embedding(positions))
         for block in self.blocks:

@@ -174,12 +174,19 @@ class NaNGuard(Callback):
     ) -> None:
         """Raise :class:`NonFiniteError` for ``names`` (parameters) at the current step."""
         layers = list(dict.fromkeys(_owner(n) for n in names))
-        shown = ", ".join(layers[:4]) + (f", … ({len(layers)} layers)" if len(layers) > 4 else "")
+        if len(layers) == 1:
+            shown = f"layer {layers[0]}"
+        else:
+            shown = (
+                f"{len(layers)} layers: "
+                + ", ".join(layers[:4])
+                + (", …" if len(layers) > 4 else "")
+            )
         located = self._locate(pl_module)
         status = "the update was applied" if applied else "the update was not applied"
         raise NonFiniteError(
             f"non-finite {what} at {self._where(trainer, batch_idx, pending=not applied)} "
-            f"in layer {shown}"
+            f"in {shown}"
             f"{_logged_losses(trainer)}.{located} Stopped ({status}); {_ADVICE}"
         )
 

@@ -123,6 +123,14 @@ def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
         hc.hydra.run.dir = str(hc.hydra.runtime.output_dir)
 
 
+def _seed(cfg: DictConfig) -> int:
+    """``cfg.seed`` as an int; anything else is a clear ``ValueError``."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return seed
+
+
 def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
@@ -174,7 +182,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _one_console_handler()
     _set_threads(cfg.get("num_threads"))
     _fill_run_identity(cfg)
-    L.seed_everything(int(cfg.seed), workers=True)
+    L.seed_everything(_seed(cfg), workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     log.info("run %s\n%s", cfg.run_name, OmegaConf.to_yaml(container))
@@ -296,7 +304,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if split not in runners:
         raise ValueError(f"split must be one of {', '.join(runners)}, got {split!r}")
 
-    L.seed_everything(int(cfg.seed), workers=True)
+    L.seed_everything(_seed(cfg), workers=True)
     module = load_checkpoint_file(path, LRAModule.load_from_checkpoint, map_location="cpu")
     run_cfg = dict(module.cfg)
     task_cfg = dict(run_cfg["task"])

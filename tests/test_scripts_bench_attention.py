@@ -1,0 +1,79 @@
+"""scripts/bench_attention.py: a tiny real run (every output written, skipped rows recorded), the
+memory-exponent fit, the method list from the registry and the target verdicts."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from spectra.registry import ATTENTIONS
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_attention.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_attention", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fit_exponent_recovers_power_law(bench) -> None:
+    lengths = [512, 1024, 4096, 16384]
+    assert bench.fit_exponent(lengths, [3.0 * n**1.0 for n in lengths]) == pytest.approx(1.0)
+    assert bench.fit_exponent(lengths, [0.5 * n**2.0 for n in lengths]) == pytest.approx(2.0)
+    noisy = [n * (1.1 if i % 2 else 0.9) for i, n in enumerate(lengths)]
+    assert abs(bench.fit_exponent(lengths, noisy) - 1.0) < 0.1
+    assert bench.fit_exponent([1024], [5.0]) is None
+
+
+def test_default_methods_cover_every_registered_attention(bench) -> None:
+    methods = bench.default_methods(["posrf", "saderf"])
+    assert methods[0] == "softmax"
+    names = {m.partition(":")[0] for m in methods}
+    assert set(ATTENTIONS.names()) <= names
+    assert {"random_features:posrf", "random_features:saderf"} <= set(methods)
+    assert {"performer-pytorch", "nystrom-attention"} <= set(methods)
+
+
+def test_targets_verdicts(bench) -> None:
+    def r(t: float) -> dict:
+        return {"fwd_bwd_s": t, "fwd_s": t / 3}
+
+    results = {
+        ("softmax", 16384): r(10.0),
+        ("performer-pytorch", 16384): r(1.5),
+        ("random_features:posrf", 16384): r(0.5),
+        ("random_features:saderf", 16384): r(1.0),
+    }
+    text = "\n".join(bench.targets(results, {"random_features:posrf": 1.02}, [16384]))
+    assert "| posrf ≥ 10× faster than SDPA | 20.00 | pass |" in text
+    assert "| posrf ≥ 2× faster than performer-pytorch | 3.00 | pass |" in text
+    assert "| saderf time ≤ 1.5 × posrf time | 2.00 | FAIL |" in text
+    assert "| posrf peak-memory exponent ≤ 1.1 | 1.02 | pass |" in text
+    assert "not evaluated" in bench.targets(results, {}, [1024])[0]
+
+
+def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
+    methods = ["softmax", "random_features:posrf", "performer-pytorch", "nystrom-attention"]
+    bench.main(["--quick", "--lengths", "64", "128", "--methods", *methods, "--budget-s", "1e-9",
+                "--out", str(tmp_path)])
+    for name in ("bench.csv", "speed_fwd_bwd.png", "speed_fwd.png", "memory.png", "summary.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    expected = [(m, n) for n in (64, 128) for m in methods]
+    assert [(r["method"], int(r["L"])) for r in rows] == expected
+    for row in rows[: len(methods)]:  # L = 64 measured
+        assert row["status"] == "ok"
+        assert float(row["fwd_bwd_s"]) > 0 and float(row["fwd_s"]) > 0
+        assert math.isfinite(float(row["peak_mib"]))
+    assert float(rows[0]["fwd_bwd_vs_sdpa"]) == pytest.approx(1.0, abs=1e-3)
+    for row in rows[len(methods):]:  # L = 128: every estimate is over the tiny budget
+        assert row["status"].startswith("over budget"), row
+    summary = (tmp_path / "summary.md").read_text()
+    assert "skipped: over budget" in summary and "Command: `python" in summary
