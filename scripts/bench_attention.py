@@ -237,8 +237,16 @@ def write_outputs(
     with open(out / "bench.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(
-            ["method", "L", "fwd_s", "fwd_bwd_s", "peak_mib", "fwd_bwd_vs_sdpa",
-             "fwd_bwd_vs_performer", "status"]
+            [
+                "method",
+                "L",
+                "fwd_s",
+                "fwd_bwd_s",
+                "peak_mib",
+                "fwd_bwd_vs_sdpa",
+                "fwd_bwd_vs_performer",
+                "status",
+            ]
         )
         for n in lengths:
             for m in methods:
@@ -248,10 +256,18 @@ def write_outputs(
                     continue
                 vs_s = _ratio(results.get((BASELINE, n)), r, "fwd_bwd_s")
                 vs_p = _ratio(results.get((PERFORMER, n)), r, "fwd_bwd_s")
-                w.writerow([m, n, f"{r['fwd_s']:.6f}", f"{r['fwd_bwd_s']:.6f}",
-                            f"{r['peak_bytes'] / 2**20:.1f}",
-                            "" if vs_s is None else f"{vs_s:.3f}",
-                            "" if vs_p is None else f"{vs_p:.3f}", "ok"])
+                w.writerow(
+                    [
+                        m,
+                        n,
+                        f"{r['fwd_s']:.6f}",
+                        f"{r['fwd_bwd_s']:.6f}",
+                        f"{r['peak_bytes'] / 2**20:.1f}",
+                        "" if vs_s is None else f"{vs_s:.3f}",
+                        "" if vs_p is None else f"{vs_p:.3f}",
+                        "ok",
+                    ]
+                )
 
     exponents = {}
     for m in methods:
@@ -296,8 +312,13 @@ def write_outputs(
                 f"| {_fmt(_ratio(results.get((PERFORMER, n)), r, 'fwd_bwd_s'))} "
                 f"| {r['peak_bytes'] / 2**20:.0f} |"
             )
-    lines += ["", f"Fitted peak-memory exponent (slope of log peak vs log L, L ≥ {fit_from}):", "",
-              "| method | exponent |", "|---|---:|"]
+    lines += [
+        "",
+        f"Fitted peak-memory exponent (slope of log peak vs log L, L ≥ {fit_from}):",
+        "",
+        "| method | exponent |",
+        "|---|---:|",
+    ]
     lines += [f"| {m} | {_fmt(exponents[m], '.2f', '')} |" for m in methods]
     lines += ["", *targets(results, exponents, lengths)]
     text = "\n".join(lines) + "\n"
@@ -326,8 +347,11 @@ def targets(results: dict, exponents: dict, lengths: list[int], at: int = 16384)
         "| target | measured | result |",
         "|---|---:|---|",
         row("posrf ≥ 10× faster than SDPA", vs_sdpa, None if vs_sdpa is None else vs_sdpa >= 10),
-        row("posrf ≥ 2× faster than performer-pytorch", vs_perf,
-            None if vs_perf is None else vs_perf >= 2),
+        row(
+            "posrf ≥ 2× faster than performer-pytorch",
+            vs_perf,
+            None if vs_perf is None else vs_perf >= 2,
+        ),
         row("saderf time ≤ 1.5 × posrf time", sade, None if sade is None else sade <= 1.5),
         row("posrf peak-memory exponent ≤ 1.1", exp, None if exp is None else exp <= 1.1),
     ]
@@ -365,11 +389,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=None, help="sequence lengths L")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (median reported)")
     p.add_argument("--quick", action="store_true", help="L = 256 512, 1 rep (smoke test)")
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="registered names (random_features:<feature map>), performer-pytorch, "
-                        "nystrom-attention; default: all")
-    p.add_argument("--feature-maps", nargs="+", default=["posrf", "oprf", "saderf"],
-                   help="random_features presets (orthogonal W)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="registered names (random_features:<feature map>), performer-pytorch, "
+        "nystrom-attention; default: all",
+    )
+    p.add_argument(
+        "--feature-maps",
+        nargs="+",
+        default=["posrf", "oprf", "saderf"],
+        help="random_features presets (orthogonal W)",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
@@ -377,9 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--budget-s", type=float, default=90.0, help="per-(method, L) wall budget")
-    p.add_argument("--fit-from", type=int, default=None,
-                   help="smallest L in the exponent fit (default 4096, or all L if fewer than "
-                        "2 are ≥ 4096)")
+    p.add_argument(
+        "--fit-from",
+        type=int,
+        default=None,
+        help="smallest L in the exponent fit (default 4096, or all L if fewer than 2 are ≥ 4096)",
+    )
     p.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -390,8 +425,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    lengths = sorted(args.lengths or ([256, 512] if args.quick else
-                                      [512, 1024, 2048, 4096, 8192, 16384, 32768]))
+    lengths = sorted(
+        args.lengths or ([256, 512] if args.quick else [512, 1024, 2048, 4096, 8192, 16384, 32768])
+    )
     reps = args.reps or (1 if args.quick else 3)
     if reps < 1 or any(n < 1 for n in lengths):
         p.error("--reps and --lengths must be positive")
@@ -403,8 +439,11 @@ def main(argv: list[str] | None = None) -> None:
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
-    print(f"# {device} ({where}), torch {torch.__version__}, {threads} threads, "
-          f"load {load_before}", file=sys.stderr, flush=True)
+    print(
+        f"# {device} ({where}), torch {torch.__version__}, {threads} threads, load {load_before}",
+        file=sys.stderr,
+        flush=True,
+    )
     results: dict[tuple[str, int], dict] = {}
     last: dict[str, tuple[int, dict]] = {}
     for length in lengths:
@@ -419,22 +458,38 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"  skipped: {method} L={length}", file=sys.stderr, flush=True)
                     continue
             cfg = {
-                "method": method, "length": length, "batch": args.batch, "heads": args.heads,
-                "head_dim": args.head_dim, "num_features": args.num_features, "reps": reps,
-                "threads": args.threads, "device": device,
+                "method": method,
+                "length": length,
+                "batch": args.batch,
+                "heads": args.heads,
+                "head_dim": args.head_dim,
+                "num_features": args.num_features,
+                "reps": reps,
+                "threads": args.threads,
+                "device": device,
             }
             res = run_one(cfg)
             results[method, length] = res
             if "fwd_bwd_s" in res:
                 last[method] = (length, res)
-            print(f"  done: {method} L={length} {res.get('fwd_bwd_s', res)}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  done: {method} L={length} {res.get('fwd_bwd_s', res)}",
+                file=sys.stderr,
+                flush=True,
+            )
     meta = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
-        "machine": f"{where} ({device})", "torch": torch.__version__, "threads": threads,
-        "load_before": load_before, "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "started": started, "wall_min": (time.perf_counter() - t0) / 60, "batch": args.batch,
-        "heads": args.heads, "head_dim": args.head_dim, "num_features": args.num_features,
+        "machine": f"{where} ({device})",
+        "torch": torch.__version__,
+        "threads": threads,
+        "load_before": load_before,
+        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "started": started,
+        "wall_min": (time.perf_counter() - t0) / 60,
+        "batch": args.batch,
+        "heads": args.heads,
+        "head_dim": args.head_dim,
+        "num_features": args.num_features,
         "reps": reps,
     }
     print(write_outputs(args.out or DEFAULT_OUT, results, methods, lengths, meta, fit_from))

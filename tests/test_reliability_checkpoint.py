@@ -100,7 +100,8 @@ def test_sigkill_during_the_write_keeps_the_previous_checkpoint(tmp_path) -> Non
     assert _same(load_checkpoint_file(path, weights_only=False), _checkpoint(1.0))
     partial = [p.name for p in tmp_path.iterdir() if p.name != "last.ckpt"]
     assert len(partial) == 1 and partial[0].startswith(".partial-")
-    assert "last" not in partial[0]  # `ckpt_path=last` only looks at last*.ckpt
+    # `ckpt_path=last` only considers files named last*.ckpt
+    assert not partial[0].startswith("last") and not partial[0].endswith(".ckpt")
     # the next save (a new process) completes and removes the dead writer's temporary file
     AtomicCheckpointIO().save_checkpoint(_checkpoint(3.0), path)
     assert _same(load_checkpoint_file(path, weights_only=False), _checkpoint(3.0))

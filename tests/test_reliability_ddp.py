@@ -175,3 +175,56 @@ def test_only_rank_zero_writes_logs_and_checkpoints(ddp_run) -> None:
     # rank 1's only file is Hydra's own job log, opened before training (train_ddp_process_1.log)
     assert [n for n in top if "process_1" in n] == ["train_ddp_process_1.log"]
     assert not list(ddp_run.rglob("*rank_1*")) and not (ddp_run / "lightning_logs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path) -> None:
+    """A signal that reaches only rank 1 still stops both ranks after the same step, with one
+    checkpoint written by rank 0 (no hang in a collective, no rank left training)."""
+    data = tmp_path / "data"
+    lra_data.write_fixture("lra_listops", data, rows_per_split=8, seed=0)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env.pop("LOCAL_RANK", None)
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "trainer=ddp_sim",
+            "task=lra_listops",
+            "attention=favor_plus",
+            f"task.data_dir={data}",
+            "attention.num_features=16",
+            "model.embed_dim=16",
+            "model.ffn_dim=32",
+            "model.head_dim=8",
+            "model.head_hidden_dim=16",
+            "task.pad_to=longest",
+            "task.batch_size=2",
+            "trainer.max_steps=8",
+            "trainer.val_check_interval=100",
+            "trainer.check_val_every_n_epoch=null",
+            "trainer.num_sanity_val_steps=0",
+            "trainer.enable_model_summary=false",
+            "callbacks.progress_bar.refresh_rate=0",
+            "+callbacks.fault._target_=spectra.training.faults.FaultInjector",
+            "+callbacks.fault.kind=signal",
+            "+callbacks.fault.signal=SIGTERM",
+            "+callbacks.fault.step=2",
+            "+callbacks.fault.rank=1",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 143, proc.stdout[-3000:] + proc.stderr[-5000:]
+    step = int(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"])
+    assert step in (2, 3)
+    rank1_log = (run_dir / "train_ddp_process_1.log").read_text()
+    assert "SIGTERM received: stopping after the current training step" in rank1_log
+    rank0_log = (run_dir / "train.log").read_text()
+    assert f"SIGTERM received: stopped at step {step}, saved" in rank0_log
+    assert "SIGTERM received: stopping" not in rank0_log  # rank 0 learnt it from rank 1

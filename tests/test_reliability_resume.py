@@ -162,39 +162,44 @@ def _train(overrides: list[str], out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(data_dir, tmp_path_factory) -> Path:
-    """The uninterrupted run: 12 steps (3 epochs), last.ckpt every 3 steps."""
-    out = tmp_path_factory.mktemp("reference")
-    _train(
-        [
-            *RUN,
-            f"task.data_dir={data_dir}",
-            "trainer.max_steps=12",
-            "callbacks.periodic_checkpoint.every_n_train_steps=3",
-        ],
-        out,
-    )
-    return out
+def references(data_dir, tmp_path_factory):
+    """Uninterrupted runs of 12 steps (3 epochs), one per validation interval (cached)."""
+    runs: dict[int, Path] = {}
+
+    def get(val_every: int) -> Path:
+        if val_every not in runs:
+            out = tmp_path_factory.mktemp(f"reference{val_every}")
+            _train([*_crash_run(data_dir, 3, val_every)], out)
+            runs[val_every] = out
+        return runs[val_every]
+
+    return get
 
 
-@pytest.mark.parametrize(
-    ("every", "crash_at", "resumed_from", "where"),
-    [
-        (3, 4, 3, "mid epoch 0"),
-        (4, 5, 4, "at the end of epoch 0"),
-        (5, 7, 5, "at a validation step"),
-        (3, 8, 6, "mid epoch 1, after a redraw"),
-    ],
-)
-def test_crash_then_resume_repeats_the_uninterrupted_losses(
-    data_dir, reference, tmp_path, every, crash_at, resumed_from, where
-) -> None:
-    run = [
+def _crash_run(data_dir: Path, every: int, val_every: int) -> list[str]:
+    return [
         *RUN,
         f"task.data_dir={data_dir}",
         "trainer.max_steps=12",
+        f"trainer.val_check_interval={val_every}",
         f"callbacks.periodic_checkpoint.every_n_train_steps={every}",
     ]
+
+
+@pytest.mark.parametrize(
+    ("every", "val_every", "crash_at", "resumed_from", "where"),
+    [
+        (3, 5, 4, 3, "mid epoch 0"),
+        (4, 5, 5, 4, "at the end of epoch 0"),
+        (5, 5, 7, 5, "after a validation mid epoch 1"),
+        (3, 4, 5, 4, "after a validation at the end of epoch 0"),
+        (3, 5, 8, 6, "mid epoch 1, after a redraw"),
+    ],
+)
+def test_crash_then_resume_repeats_the_uninterrupted_losses(
+    data_dir, references, tmp_path, every, val_every, crash_at, resumed_from, where
+) -> None:
+    run = _crash_run(data_dir, every, val_every)
     crash = [
         "+callbacks.fault._target_=spectra.training.faults.FaultInjector",
         "+callbacks.fault.kind=raise",
@@ -205,6 +210,7 @@ def test_crash_then_resume_repeats_the_uninterrupted_losses(
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == resumed_from, where
     _train([*run, "ckpt_path=last"], tmp_path)
+    reference = references(val_every)
     expected, got = _losses(reference), _losses(tmp_path)
     after = [s for s in expected if s >= resumed_from]  # CSV step s = the (s+1)-th step
     assert after and all(got[s] == expected[s] for s in after), (where, got, expected)
@@ -278,11 +284,14 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_matches_uninterrupted_run(
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    epoch, batch = divmod(resumed_from, 4)
-    assert (
-        f"resumed the training data at epoch {epoch}, batch {batch}"
-        in resumed.stdout + resumed.stderr
+    epoch, batch = divmod(resumed_from, 4)  # 4 steps per epoch
+    where = (
+        f"epoch {epoch}, batch {batch}"
+        if batch
+        else "an epoch boundary (the next epoch starts at its first batch)"
     )
+    log = resumed.stdout + resumed.stderr
+    assert f"resumed the training data at step {resumed_from}: {where}" in log
 
     expected, got = _losses(tmp_path / "ref"), _losses(killed_dir)
     after = [s for s in expected if s >= resumed_from]

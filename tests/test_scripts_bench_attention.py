@@ -61,8 +61,20 @@ def test_targets_verdicts(bench) -> None:
 
 def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
     methods = ["softmax", "random_features:posrf", "performer-pytorch", "nystrom-attention"]
-    bench.main(["--quick", "--lengths", "64", "128", "--methods", *methods, "--budget-s", "1e-9",
-                "--out", str(tmp_path)])
+    bench.main(
+        [
+            "--quick",
+            "--lengths",
+            "64",
+            "128",
+            "--methods",
+            *methods,
+            "--budget-s",
+            "1e-9",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     for name in ("bench.csv", "speed_fwd_bwd.png", "speed_fwd.png", "memory.png", "summary.md"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
@@ -73,7 +85,7 @@ def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
         assert float(row["fwd_bwd_s"]) > 0 and float(row["fwd_s"]) > 0
         assert math.isfinite(float(row["peak_mib"]))
     assert float(rows[0]["fwd_bwd_vs_sdpa"]) == pytest.approx(1.0, abs=1e-3)
-    for row in rows[len(methods):]:  # L = 128: every estimate is over the tiny budget
+    for row in rows[len(methods) :]:  # L = 128: every estimate is over the tiny budget
         assert row["status"].startswith("over budget"), row
     summary = (tmp_path / "summary.md").read_text()
     assert "skipped: over budget" in summary and "Command: `python" in summary

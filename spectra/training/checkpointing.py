@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -39,7 +40,8 @@ __all__ = [
     "with_atomic_checkpoint_io",
 ]
 
-_PARTIAL_PREFIX = ".partial-"  # never contains "last": ckpt_path=last must not pick a partial file
+# ckpt_path=last looks at files named last*.ckpt only, so it never picks a partial file
+_PARTIAL_PREFIX = ".partial-"
 _PARTIAL_SUFFIX = ".tmp"
 
 
@@ -63,13 +65,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _partial_name() -> str:
+    """``.partial-<pid>-<random>-<host>.tmp``: whose temporary file it is."""
+    host = socket.gethostname() or "host"
+    return f"{_PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-{host}{_PARTIAL_SUFFIX}"
+
+
 def _remove_stale_partials(directory: Path) -> None:
-    """Delete temporary files left by writers that died (their process is gone)."""
+    """Delete temporary files left by writers of this host that died (their process is gone)."""
+    host = socket.gethostname() or "host"
     for partial in directory.glob(f"{_PARTIAL_PREFIX}*{_PARTIAL_SUFFIX}"):
-        try:
-            pid = int(partial.name[len(_PARTIAL_PREFIX) :].split("-", 1)[0])
-        except ValueError:
-            continue
+        fields = partial.name[len(_PARTIAL_PREFIX) : -len(_PARTIAL_SUFFIX)].split("-", 2)
+        if len(fields) != 3 or fields[2] != host or not fields[0].isdigit():
+            continue  # another machine's writer (shared filesystem): not ours to judge
+        pid = int(fields[0])
         if pid != os.getpid() and not _pid_alive(pid):
             with contextlib.suppress(OSError):
                 partial.unlink()
@@ -88,14 +97,14 @@ def _fsync_dir(directory: Path) -> None:
 def atomic_save(obj: Any, path: str | os.PathLike, *, fsync: bool = True) -> None:
     """``torch.save(obj, path)`` that never leaves a partial file at ``path``.
 
-    Writes ``<dir>/.partial-<pid>-<random>.tmp``, flushes and fsyncs it, ``os.replace``s it
+    Writes ``<dir>/.partial-<pid>-<random>-<host>.tmp``, flushes and fsyncs it, ``os.replace``s it
     onto ``path`` and fsyncs the directory. On any error (or a signal) the temporary file is
     removed and ``path`` keeps its previous content.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(target.parent)
-    tmp = target.parent / f"{_PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}{_PARTIAL_SUFFIX}"
+    tmp = target.parent / _partial_name()
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -263,8 +272,9 @@ def save_last_checkpoint(trainer: Any, default_dir: str | None = None) -> Path:
 class PeriodicCheckpoint(Callback):
     """Crash safety: write ``last.ckpt`` every ``every_n_train_steps`` optimizer steps, so a
     killed run loses at most that many steps (Lightning 2.6's ``ModelCheckpoint(save_last=True)``
-    rewrites ``last.ckpt`` only after a validation that improved the monitored metric, and at
-    the end of training). Resume with ``ckpt_path=last``."""
+    rewrites ``last.ckpt`` only when it writes a top-k checkpoint, i.e. after a validation that
+    improved the monitored metric). Resume with ``ckpt_path=last``. Writes next to the first
+    ``ModelCheckpoint`` (or in ``dirpath``); does nothing when there is neither."""
 
     def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
         if (
@@ -285,5 +295,7 @@ class PeriodicCheckpoint(Callback):
         step = int(trainer.global_step)
         if step == 0 or step % self.every_n_train_steps or step in self.saved_steps[-1:]:
             return
+        if self.dirpath is None and _model_checkpoint(trainer) is None:
+            return  # checkpointing is switched off (no ModelCheckpoint, no dirpath given)
         save_last_checkpoint(trainer, self.dirpath)
         self.saved_steps.append(step)

@@ -37,7 +37,8 @@ class InjectedFault(RuntimeError):
 class FaultInjector(Callback):
     """One fault at training step ``step`` (1-based). ``kind``: ``signal`` (send ``signal`` to
     this process after the step), ``nan_output`` (the output of submodule ``module`` of the
-    LightningModule is NaN during the step's forward), or ``raise`` (:class:`InjectedFault`)."""
+    LightningModule is NaN during the step's forward), or ``raise`` (:class:`InjectedFault`).
+    ``rank``: only on this DDP rank (default: every rank)."""
 
     def __init__(
         self,
@@ -46,6 +47,7 @@ class FaultInjector(Callback):
         signal: str = "SIGKILL",
         module: str | None = None,
         once_marker: str | None = None,
+        rank: int | None = None,
     ) -> None:
         if isinstance(step, bool) or not isinstance(step, int) or step < 1:
             raise ValueError(f"FaultInjector step must be an int >= 1, got {step!r}")
@@ -61,9 +63,12 @@ class FaultInjector(Callback):
         self.kind = kind
         self.module = module
         self.once_marker = Path(once_marker) if once_marker else None
+        self.rank = rank
         self._handle: RemovableHandle | None = None
 
-    def _armed(self) -> bool:
+    def _armed(self, trainer: L.Trainer) -> bool:
+        if self.rank is not None and int(trainer.global_rank) != self.rank:
+            return False
         if self.once_marker is None:
             return True
         if self.once_marker.exists():
@@ -75,7 +80,11 @@ class FaultInjector(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.kind != "nan_output" or trainer.global_step + 1 != self.step or not self._armed():
+        if (
+            self.kind != "nan_output"
+            or trainer.global_step + 1 != self.step
+            or not self._armed(trainer)
+        ):
             return
         target = pl_module.get_submodule(str(self.module))
 
@@ -99,7 +108,7 @@ class FaultInjector(Callback):
             self._handle = None
         if trainer.global_step != self.step or self.kind == "nan_output":
             return
-        if not self._armed():
+        if not self._armed(trainer):
             return
         if self.kind == "raise":
             raise InjectedFault(f"fault injected after step {self.step}")

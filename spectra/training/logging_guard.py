@@ -6,8 +6,8 @@
 * :class:`ResilientWandbLogger` (a ``WandbLogger``) guards every logging call: the first
   exception — or the free space of its directory dropping under ``min_free_mb`` — prints one
   warning, finishes the W&B run (bounded by ``finish_timeout``) and sends this and every later
-  call to a ``CSVLogger`` in ``<save_dir>/wandb_fallback`` (the hyperparameters are logged there
-  again). A failing CSV fallback is dropped with a warning too.
+  call to a ``CSVLogger`` in ``<run dir>/wandb_fallback`` (``fallback_dir``; the hyperparameters
+  are logged there again). A failing CSV fallback is dropped with a warning too.
 * :func:`call_with_timeout` bounds calls that may block on the network (``wandb.finish``
   uploading over a dead link): after ``timeout`` seconds it warns and returns.
 

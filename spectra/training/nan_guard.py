@@ -100,7 +100,8 @@ def _owner(param_name: str) -> str:
 
 class NaNGuard(Callback):
     """Raise :class:`NonFiniteError` at the first non-finite gradient (before the update), loss or
-    weight, naming the step (``trainer.global_step``, the step column of the logs) and the layer.
+    weight, naming the step and the layer. Step N is the N-th optimizer step (counted from 1, as
+    ``trainer.global_step`` after it; metrics.csv logs its loss at step N-1).
 
     ``check_grads`` / ``check_weights``: which checks run every step (the loss is always
     checked); ``locate``: replay the batch to find the first layer with a non-finite output;
@@ -127,6 +128,7 @@ class NaNGuard(Callback):
         self.max_skipped_steps = max_skipped_steps
         self.skipped = 0
         self._batch: Any = None
+        self._batch_idx: int | None = None
 
     # -- helpers ----------------------------------------------------------------------------------
     @staticmethod
@@ -212,7 +214,7 @@ class NaNGuard(Callback):
                 "fp16 gradient overflow at step %d (skipped by the GradScaler)", trainer.global_step
             )
             return
-        self._fail("gradients", trainer, pl_module, bad, getattr(self, "_batch_idx", None), False)
+        self._fail("gradients", trainer, pl_module, bad, self._batch_idx, False)
 
     def on_train_batch_end(
         self,

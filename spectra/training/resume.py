@@ -230,8 +230,9 @@ class ExactResume(Callback):
             return
         epoch = int(trainer.current_epoch)
         done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        if done >= trainer.num_training_batches:
-            done = 0  # the checkpoint closed its epoch; Lightning starts the next one
+        boundary = done >= trainer.num_training_batches
+        if boundary:
+            done = 0  # the checkpoint closed its epoch: Lightning starts the next one afresh
         for dl in loaders:
             sampler = dl.sampler
             assert isinstance(sampler, ResumableSampler) and dl.batch_size is not None
@@ -240,7 +241,12 @@ class ExactResume(Callback):
         if fetcher is not None:
             iter(fetcher)  # new iterator: the first batch comes from the restored position
         self.resumed_at = (epoch, done)
-        log.info("resumed the training data at epoch %d, batch %d", epoch, done)
+        where = (
+            "an epoch boundary (the next epoch starts at its first batch)"
+            if boundary
+            else f"epoch {epoch}, batch {done}"
+        )
+        log.info("resumed the training data at step %d: %s", trainer.global_step, where)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
