@@ -36,14 +36,26 @@ class NonFiniteError(FloatingPointError):
 
 
 def nonfinite_names(named: Iterable[tuple[str, torch.Tensor | None]]) -> list[str]:
-    """Names of the tensors that hold a NaN or Inf (one device sync in all)."""
-    items = [(n, t) for n, t in named if t is not None and t.is_floating_point()]
+    """Names of the tensors that hold a NaN or Inf.
+
+    Fast path: one fused norm per tensor (``torch._foreach_norm``, as gradient clipping uses) and
+    one device sync — a finite norm proves every element finite. Only tensors whose norm is not
+    finite (a NaN/Inf, or a finite tensor whose norm overflows) get the exact element check.
+    """
+    items = [(n, t.detach()) for n, t in named if t is not None and t.is_floating_point()]
     if not items:
         return []
-    bad = torch.stack([~torch.isfinite(t).all() for _, t in items])
-    if not bool(bad.any()):
+    tensors = [t for _, t in items]
+    foreach_norm = getattr(torch, "_foreach_norm", None)
+    norms = foreach_norm(tensors) if foreach_norm is not None else [t.norm() for t in tensors]
+    suspicious = ~torch.isfinite(torch.stack([n.float() for n in norms]))
+    if not bool(suspicious.any()):
         return []
-    return [name for (name, _), flag in zip(items, bad.tolist(), strict=True) if flag]
+    return [
+        name
+        for (name, t), flag in zip(items, suspicious.tolist(), strict=True)
+        if flag and not bool(torch.isfinite(t).all())
+    ]
 
 
 def _tensors(value: Any) -> Iterator[torch.Tensor]:
