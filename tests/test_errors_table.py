@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.registry import ATTENTIONS
@@ -27,10 +28,7 @@ FAST = [
     "attention=favor_plus",
     "debug=fdr",
     "attention.num_features=16",
-    "model.embed_dim=16",
-    "model.ffn_dim=32",
-    "model.head_dim=8",
-    "model.head_hidden_dim=16",
+    *TINY_MODEL,
     "task.pad_to=longest",
     "task.batch_size=4",
     "trainer.enable_model_summary=false",

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import TINY_MODEL
 
 import spectra.plugins as plugins
 from spectra.__main__ import format_listing, main
@@ -346,8 +347,7 @@ def test_plugin_config_naming_an_unregistered_component_fails_with_valid_names(
     assert not missing.exists()
 
 
-FAST = ["model.embed_dim=16", "model.ffn_dim=32", "model.head_dim=8", "model.head_hidden_dim=16",
-        "attention.num_features=16", "task.pad_to=longest", "task.batch_size=8",
+FAST = [*TINY_MODEL, "attention.num_features=16", "task.pad_to=longest", "task.batch_size=8",
         "trainer.enable_model_summary=false", "callbacks.progress_bar.refresh_rate=0"]
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.training.module import LRAModule
@@ -48,10 +49,7 @@ def ddp_run(tmp_path_factory) -> Path:
         f"task.data_dir={data}",
         "attention.num_features=16",
         "++attention.redraw_interval=1",
-        "model.embed_dim=16",
-        "model.ffn_dim=32",
-        "model.head_dim=8",
-        "model.head_hidden_dim=16",
+        *TINY_MODEL,
         "model.dropout=0.0",
         "task.pad_to=longest",
         "task.batch_size=2",
@@ -195,10 +193,7 @@ def test_sigterm_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path) -> None
             "attention=favor_plus",
             f"task.data_dir={data}",
             "attention.num_features=16",
-            "model.embed_dim=16",
-            "model.ffn_dim=32",
-            "model.head_dim=8",
-            "model.head_hidden_dim=16",
+            *TINY_MODEL,
             "task.pad_to=longest",
             "task.batch_size=2",
             "trainer.max_steps=8",

@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pytest
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import CSVLogger
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.training import logging_guard
@@ -174,10 +175,7 @@ def test_wandb_error_mid_training_does_not_stop_the_run(monkeypatch, tmp_path, c
         "attention=favor_plus",
         f"task.data_dir={data}",
         "attention.num_features=16",
-        "model.embed_dim=16",
-        "model.ffn_dim=32",
-        "model.head_dim=8",
-        "model.head_hidden_dim=16",
+        *TINY_MODEL,
         "task.pad_to=longest",
         "task.batch_size=4",
         "trainer.max_steps=6",

@@ -21,6 +21,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.types import _Stateful
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.training.faults import InjectedFault
@@ -35,10 +36,7 @@ RUN = [
     "attention=favor_plus",
     "attention.num_features=16",
     "++attention.redraw_interval=2",
-    "model.embed_dim=16",
-    "model.ffn_dim=32",
-    "model.head_dim=8",
-    "model.head_hidden_dim=16",
+    *TINY_MODEL,
     "model.dropout=0.1",
     "task.pad_to=longest",
     "task.batch_size=4",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.training.signals import GracefulShutdown, TrainingInterrupted
@@ -21,10 +22,7 @@ RUN = [
     "task=lra_listops",
     "attention=favor_plus",
     "attention.num_features=16",
-    "model.embed_dim=16",
-    "model.ffn_dim=32",
-    "model.head_dim=8",
-    "model.head_hidden_dim=16",
+    *TINY_MODEL,
     "task.pad_to=longest",
     "task.batch_size=4",
     "trainer.max_steps=10",

@@ -22,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.features.maps.base import FeatureMap
@@ -34,10 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 FAST = [
-    "model.embed_dim=16",
-    "model.ffn_dim=32",
-    "model.head_dim=8",
-    "model.head_hidden_dim=16",
+    *TINY_MODEL,
     "task.pad_to=longest",
     "task.batch_size=8",
     "trainer.enable_model_summary=false",

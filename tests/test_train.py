@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from tiny import TINY_MODEL
 
 import lra_data
 from spectra.registry import UnknownComponentError
@@ -24,10 +25,7 @@ CONF = ROOT / "conf"
 
 # Small and fast: tiny model, few features, sequences padded to the longest in the batch.
 FAST = [
-    "model.embed_dim=16",
-    "model.ffn_dim=32",
-    "model.head_dim=8",
-    "model.head_hidden_dim=16",
+    *TINY_MODEL,
     "task.pad_to=longest",
     "task.batch_size=8",
     "trainer.enable_model_summary=false",
