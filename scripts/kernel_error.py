@@ -722,6 +722,41 @@ def _line_samplers(samplers: Sequence[str]) -> list[tuple[str, str]]:
     return styles or [(samplers[0], "-")]
 
 
+def _error_vs_m_panel(
+    ax: Any,
+    rows: list[dict[str, Any]],
+    *,
+    where: dict[str, Any],
+    metric: str,
+    label: str,
+    title: str,
+    samplers: Sequence[str],
+    feature_maps: Sequence[str],
+    ms: Sequence[int],
+    colors: dict[str, Any],
+) -> None:
+    """One log-log panel: ``metric`` vs m, a line per (sampler, feature map), rows ⊂ ``where``."""
+    for sampler, style in _line_samplers(samplers):
+        for fmap in feature_maps:
+            sel = [_one(rows, **where, sampler=sampler, feature_map=fmap, m=m) for m in ms]
+            _plot_lines(
+                ax,
+                list(ms),
+                sel,
+                metric,
+                colors[fmap],
+                style,
+                fmap if style == "-" or len(samplers) == 1 else None,
+                band=style == "-",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("number of features m")
+    ax.set_ylabel(label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def plot_error_vs_m(
     rows: list[dict[str, Any]],
     path: Path,
@@ -738,37 +773,18 @@ def plot_error_vs_m(
     fig, axes = _figure(len(METRICS), len(shown))
     for col, scale in enumerate(shown):
         for row_i, (metric, label) in enumerate(METRICS):
-            ax = axes[row_i][col]
-            for sampler, style in _line_samplers(samplers):
-                for fmap in feature_maps:
-                    sel = [
-                        _one(
-                            rows,
-                            study="synthetic",
-                            setting=setting,
-                            scale=scale,
-                            sampler=sampler,
-                            feature_map=fmap,
-                            m=m,
-                        )
-                        for m in ms
-                    ]
-                    _plot_lines(
-                        ax,
-                        list(ms),
-                        sel,
-                        metric,
-                        colors[fmap],
-                        style,
-                        fmap if style == "-" or len(samplers) == 1 else None,
-                        band=style == "-",
-                    )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("number of features m")
-            ax.set_ylabel(label)
-            ax.set_title(f"{setting}, norm scale s={scale:g}", fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
+            _error_vs_m_panel(
+                axes[row_i][col],
+                rows,
+                where={"study": "synthetic", "setting": setting, "scale": scale},
+                metric=metric,
+                label=label,
+                title=f"{setting}, norm scale s={scale:g}",
+                samplers=samplers,
+                feature_maps=feature_maps,
+                ms=ms,
+                colors=colors,
+            )
     axes[0][0].legend(fontsize=7, ncol=2, title=_sampler_legend(samplers), title_fontsize=7)
     _save(fig, path)
 
@@ -947,36 +963,23 @@ def plot_real(
 ) -> None:
     """Real q/k: rows metrics, columns layers, x: m, one line per feature map."""
     layers = sorted({r["layer"] for r in rows if r["study"] == "real"})
+    task = next((r["setting"] for r in rows if r["study"] == "real"), "")
     colors = _colors(feature_maps)
     fig, axes = _figure(len(METRICS), len(layers))
     for col, layer in enumerate(layers):
         for row_i, (metric, label) in enumerate(METRICS):
-            ax = axes[row_i][col]
-            for sampler, style in _line_samplers(samplers):
-                for fmap in feature_maps:
-                    sel = [
-                        _one(
-                            rows, study="real", layer=layer, sampler=sampler, feature_map=fmap, m=m
-                        )
-                        for m in ms
-                    ]
-                    _plot_lines(
-                        ax,
-                        list(ms),
-                        sel,
-                        metric,
-                        colors[fmap],
-                        style,
-                        fmap if style == "-" or len(samplers) == 1 else None,
-                        band=style == "-",
-                    )
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            ax.set_xlabel("number of features m")
-            ax.set_ylabel(label)
-            task = next(r["setting"] for r in rows if r["study"] == "real")
-            ax.set_title(f"{task}, layer {layer} (captured q, k)", fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
+            _error_vs_m_panel(
+                axes[row_i][col],
+                rows,
+                where={"study": "real", "layer": layer},
+                metric=metric,
+                label=label,
+                title=f"{task}, layer {layer} (captured q, k)",
+                samplers=samplers,
+                feature_maps=feature_maps,
+                ms=ms,
+                colors=colors,
+            )
     axes[0][0].legend(fontsize=7, ncol=2, title=_sampler_legend(samplers), title_fontsize=7)
     _save(fig, path)
 
