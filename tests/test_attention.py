@@ -10,6 +10,9 @@ import math
 import pytest
 import torch
 
+from spectra.attention import random_features
+from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.stats import masked_mean
 from spectra.features.samplers.base import seeded_generator
 from spectra.ops import linear_attention_naive
 from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS, UnknownComponentError
@@ -466,3 +469,64 @@ def test_malformed_inputs_raise(name: str) -> None:
         attn(q[0], k[0], v[0])
     with pytest.raises(ValueError, match="same length"):
         attn(q, k, v[:, :, :5])
+
+
+# -- which non-causal path a map takes ----------------------------------------------------------
+def _fused_must_not_run(*args, **kwargs):
+    raise AssertionError("the fused path (L×M log-features) ran")
+
+
+@pytest.mark.parametrize(
+    "fmap",
+    [
+        f
+        for f in ALL_MAPS
+        if issubclass(FEATURE_MAPS.get(f), ExponentialFeatureMap)
+        and FEATURE_MAPS.build(f).has_rowwise_exponents
+    ],
+)
+def test_exponential_maps_stream_rows_and_never_store_log_features(fmap: str, monkeypatch) -> None:
+    """Every map with a row-wise form (data-dependent ones included) takes the chunked path."""
+    monkeypatch.setattr(random_features, "exp_linear_attention", _fused_must_not_run)
+    q, k, v = _qkv(length=12, seed=3)
+    out = _rf(fmap)(q, k, v)
+    assert torch.isfinite(out).all()
+
+
+class _ExponentsOnly(ExponentialFeatureMap):
+    """A plugin-style data-dependent map that implements ``exponents`` only (posrf on inputs
+    scaled by one data statistic): it must still work, through the fused path."""
+
+    data_dependent = True
+
+    def exponents(self, x, y, w, x_mask=None, y_mask=None):
+        c = 1.0 / (1.0 + masked_mean(y.square().sum(-1, keepdim=True), y_mask).squeeze(-1))
+        c = c[..., None, None].sqrt()
+
+        def posrf(t):
+            t = t * c
+            return t @ w.transpose(-1, -2) - 0.5 * t.square().sum(-1, keepdim=True)
+
+        return posrf(x), posrf(y)
+
+
+def test_map_with_exponents_only_uses_fused_path_and_matches_naive() -> None:
+    fm = _ExponentsOnly()
+    assert not fm.has_rowwise_exponents
+    with pytest.raises(NotImplementedError, match="rowwise_exponents"):
+        fm.rowwise_exponents(torch.ones(1, 2), torch.ones(1, 2), torch.ones(3, 2))
+    attn = _rf("posrf")
+    attn.feature_map = fm
+    q, k, v = (t.requires_grad_(True) for t in _qkv(length=9, dtype=DT, seed=4))
+    out = attn(q, k, v)
+    phi_x, phi_y = fm(q * D**-0.25, k * D**-0.25, attn.current_weight().to(DT))
+    ref = linear_attention_naive(phi_x, phi_y, v, eps=attn.eps)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-11)
+
+
+def test_exponential_map_without_exponents_says_what_to_implement() -> None:
+    class Nothing(ExponentialFeatureMap):
+        data_dependent = True
+
+    with pytest.raises(NotImplementedError, match="statistics\\(\\) and rowwise_exponents"):
+        Nothing().exponents(torch.ones(1, 2), torch.ones(1, 2), torch.ones(3, 2))

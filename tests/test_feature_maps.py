@@ -15,7 +15,7 @@ from stats import assert_mean_close
 from spectra.features.maps.base import ExponentialFeatureMap, FeatureMap
 from spectra.features.maps.gerf import gerf_log_second_moment
 from spectra.features.maps.oprf import optimal_a
-from spectra.features.maps.saderf import saderf_psi
+from spectra.features.maps.saderf import saderf_psi, saderf_statistics
 from spectra.features.maps.sderf import sderf_parameters
 from spectra.features.maps.stats import query_key_rho, query_key_second_moment
 from spectra.registry import FEATURE_MAPS
@@ -292,6 +292,13 @@ def test_statistics_ignore_padding_and_are_per_batch_head():
     none = torch.zeros(2, 3, 7, dtype=torch.bool)
     assert (query_key_rho(xp, yp, none, none) == 0).all()
     assert (saderf_psi(xp, yp, none, ym) == 1).all()
+    # SADERF's A* from moments == OPRF's A* on the explicitly transformed pair (Ψx, Ψ⁻¹y)
+    psi, a_star = saderf_statistics(xp, yp, xm, ym)
+    p = psi.unsqueeze(-2)
+    torch.testing.assert_close(a_star, optimal_a(query_key_rho(xp * p, yp / p, xm, ym)))
+    torch.testing.assert_close(a_star, optimal_a(query_key_rho(x * p, y / p)))
+    psi0, a0 = saderf_statistics(xp, yp, none, none)
+    assert (psi0 == 1).all() and (a0 == 0).all()
 
 
 @pytest.mark.parametrize("name", MAPS)

@@ -225,6 +225,73 @@ def test_rowwise_chunked_gradcheck() -> None:
     )
 
 
+# -- row-wise path with data statistics (every registered exponential map) -----------------------
+def _exponential_maps() -> list[str]:
+    from spectra.features import ExponentialFeatureMap
+    from spectra.registry import FEATURE_MAPS
+
+    return [
+        n for n in FEATURE_MAPS.names() if issubclass(FEATURE_MAPS.get(n), ExponentialFeatureMap)
+    ]
+
+
+@pytest.mark.parametrize("fmap", _exponential_maps())
+@pytest.mark.parametrize("masked", [False, True])
+def test_rowwise_with_statistics_matches_naive_for_every_exponential_map(
+    fmap: str, masked: bool
+) -> None:
+    """Statistics fixed once, log-features streamed in chunks of 3 rows == the map's exponents
+    on the whole sequence (outputs and gradients of x, y, v, W)."""
+    from spectra.registry import FEATURE_MAPS
+
+    fm = FEATURE_MAPS.build(fmap)
+    if not fm.has_rowwise_exponents:
+        pytest.skip(f"{fmap} has no row-wise form (runs on the fused path)")
+    g = torch.Generator().manual_seed(21)
+    scales = torch.tensor([0.3, 1.0, 2.0, 0.5], dtype=DT)
+    x = torch.randn(2, 3, 10, 4, generator=g, dtype=DT) * 0.8
+    y = torch.randn(2, 3, 10, 4, generator=g, dtype=DT) * scales
+    v = torch.randn(2, 3, 10, 5, generator=g, dtype=DT)
+    w = torch.randn(6, 4, generator=g, dtype=DT)
+    mask = None
+    if masked:
+        mask = torch.rand(2, 3, 10, generator=g) > 0.3
+        mask[1, 2] = False  # a (batch, head) with no valid token
+    stats = fm.statistics(x, y, mask, mask)
+    assert all(t.shape[:2] == (2, 3) and not t.requires_grad for t in stats)
+
+    def fast(a, b, c, d):
+        return rowwise_exp_linear_attention(
+            a, b, c, d, fm.rowwise_exponents, x_mask=mask, y_mask=mask, chunk_rows=3, stats=stats
+        )
+
+    def naive(a, b, c, d):
+        ex, ey = fm.exponents(a, b, d, mask, mask)
+        return exp_linear_attention_naive(ex, ey, c, x_mask=mask, y_mask=mask)
+
+    out_f, g_f = _grads(fast, x, y, v, w)
+    out_n, g_n = _grads(naive, x, y, v, w)
+    _close(out_f, out_n, 1e-9)
+    for a, b in zip(g_f, g_n):
+        _close(a, b, 1e-9)
+
+
+def test_rowwise_statistics_must_be_constants_with_leading_dims() -> None:
+    x = torch.randn(2, 3, 5, 4, dtype=DT)
+    w = torch.randn(6, 4, dtype=DT)
+    v = torch.randn(2, 3, 5, 2, dtype=DT)
+
+    def fn(a, b, c, s):
+        return a @ c.T + s[:, None, None], b @ c.T + s[:, None, None]
+
+    with pytest.raises(ValueError, match="detached"):
+        rowwise_exp_linear_attention(x, x, v, w, fn, stats=[torch.zeros(2, 3, requires_grad=True)])
+    with pytest.raises(ValueError, match="leading dims"):
+        rowwise_exp_linear_attention(x, x, v, w, fn, stats=[torch.zeros(3)])
+    out = rowwise_exp_linear_attention(x, x, v, w, fn, stats=[torch.zeros(2, 1, dtype=DT)])
+    assert out.shape == (2, 3, 5, 2)
+
+
 # -- signed denominators ------------------------------------------------------------------------
 def test_signed_denominator_keeps_sign_and_magnitude_floor() -> None:
     num = torch.ones(5, 1, dtype=DT)

@@ -8,11 +8,13 @@ FAVOR++ 2205.15317, FAVOR# 2302.00787)::
     out_i = φ(x_i)ᵀ Σ_{j≤i} φ(y_j) v_jᵀ / (φ(x_i)ᵀ Σ_{j≤i} φ(y_j) + ε)   (causal, chunked)
 
 Features are computed in float32 (float64 stays float64) with autocast disabled. Non-causal
-fast paths: data-independent exponential maps (posrf, gerf, hyperbolic) run chunk by chunk with
-recomputation in backward and O(L·d) memory (:func:`~spectra.ops.rowwise_exp_linear_attention`);
-data-dependent exponential maps (oprf, sderf, saderf) use the fused exp + attention function
-(:func:`~spectra.ops.exp_linear_attention`); other maps (e.g. ``trig``, signed) the generic
-kernel, whose denominator keeps its sign and is clamped to magnitude ≥ ε
+fast path for exponential maps: their data statistics (none for posrf, gerf, hyperbolic; A* for
+oprf, (Ψ, A*) for saderf, (A, B, D) for sderf: O(L·d) or O(L·d²), computed once, detached) are
+fixed first, then the log-features are row-wise and run chunk by chunk with recomputation in
+backward and O(L·d) memory (:func:`~spectra.ops.rowwise_exp_linear_attention`); an exponential
+map with only ``exponents`` (e.g. a plugin's data-dependent map) uses the fused exp + attention
+function (:func:`~spectra.ops.exp_linear_attention`); other maps (e.g. ``trig``, signed) the
+generic kernel, whose denominator keeps its sign and is clamped to magnitude ≥ ε
 (:func:`~spectra.ops.normalize_attention`). Each path equals the plain reference
 φ(X)φ(Y)ᵀV / φ(X)φ(Y)ᵀ1 (outputs and gradients; see the tests).
 
@@ -28,8 +30,8 @@ cancels exactly between numerator and denominator; future tokens affect earlier 
 through ε). Known limit: a query whose visible keys all have log-features more than ~85 below
 the sequence's largest one (fp32 underflow) gets 0; that needs ‖y‖ far beyond attention's usual
 range. Data-dependent maps (statistics over all tokens) are rejected in causal mode. The
-non-causal row-wise path relies on data-independent maps being row-wise (a token's features
-depend on that token and W only).
+non-causal row-wise path relies on ``rowwise_exponents`` being row-wise (a token's features
+depend on that token, W and the statistics only).
 """
 
 from __future__ import annotations
@@ -187,13 +189,13 @@ class RandomFeatureAttention(Attention):
 
     # -- attention --------------------------------------------------------------------------------
     def _scaled_exponents(
-        self, q: torch.Tensor, k: torch.Tensor, w: torch.Tensor
+        self, q: torch.Tensor, k: torch.Tensor, w: torch.Tensor, *stats: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row-wise log-features of a data-independent exponential map on x = q·d^(-1/4),
-        y = k·d^(-1/4) (scaled chunk by chunk, so no scaled copy of q, k is kept; masks are
-        applied by the caller)."""
+        """Row-wise log-features on x = q·d^(-1/4), y = k·d^(-1/4) given the map's statistics
+        (scaled chunk by chunk, so no scaled copy of q, k is kept; masks are applied by the
+        caller)."""
         scale = self.head_dim**-0.25
-        return self.feature_map.exponents(q * scale, k * scale, w, None, None)
+        return self.feature_map.rowwise_exponents(q * scale, k * scale, w, *stats)
 
     def forward(
         self,
@@ -218,10 +220,15 @@ class RandomFeatureAttention(Attention):
         with torch.autocast(device_type=q.device.type, enabled=False):
             w = self.current_weight(q.device).to(dtype)
             vv = v.to(dtype)
-            if not causal and isinstance(fm, ExponentialFeatureMap) and not fm.data_dependent:
+            if not causal and isinstance(fm, ExponentialFeatureMap) and fm.has_rowwise_exponents:
+                qq, kk = q.to(dtype), k.to(dtype)
+                stats: tuple[torch.Tensor, ...] = ()
+                if fm.data_dependent:
+                    with torch.no_grad():
+                        stats = fm.statistics(qq * scale, kk * scale, token_mask, token_mask)
                 out = rowwise_exp_linear_attention(
-                    q.to(dtype),
-                    k.to(dtype),
+                    qq,
+                    kk,
                     vv,
                     w,
                     self._scaled_exponents,
@@ -230,6 +237,7 @@ class RandomFeatureAttention(Attention):
                     eps=self.eps,
                     stabilize=self.stabilize,
                     params=[p for p in fm.parameters() if p.requires_grad],
+                    stats=stats,
                 )
                 return out.to(v.dtype)
             x, y = q.to(dtype) * scale, k.to(dtype) * scale

@@ -26,6 +26,7 @@ References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -429,6 +430,28 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         return (g_x, g_y, g_v, g_w, None, None, None, None, None, None, *g_params)
 
 
+def _flatten_leading(t: torch.Tensor, lead: torch.Size, n: int) -> torch.Tensor:
+    """A statistic (…, *) with leading dims ``lead`` (or broadcastable to them) → (n, *)."""
+    if t.requires_grad:
+        raise ValueError("stats must be constants (detached); pass trainable tensors as params")
+    if t.dim() < len(lead):
+        raise ValueError(
+            f"each statistic needs the leading dims {tuple(lead)} of x, got shape {tuple(t.shape)}"
+        )
+    rest = t.shape[len(lead) :]
+    return t.expand(*lead, *rest).reshape(n, *rest)
+
+
+def _with_stats(
+    exponents: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    stats: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    w: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return exponents(x, y, w, *stats)
+
+
 def rowwise_exp_linear_attention(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -442,15 +465,19 @@ def rowwise_exp_linear_attention(
     stabilize: bool = True,
     chunk_rows: int | None = None,
     params: Sequence[torch.Tensor] = (),
+    stats: Sequence[torch.Tensor] = (),
 ) -> torch.Tensor:
     """Non-causal attention with φ = exp(e), computed by row chunks with O(L·d) memory.
 
-    ``exponents(x, y, w) -> (e_x, e_y)`` must be row-wise: the log-features of a token depend
-    only on that token and ``w`` (true of every data-independent exponential feature map; it is
-    also called with an empty x or y). x (…, Lx, d), y (…, Ly, d), v (…, Ly, dv); masks (…, L)
-    bool; ``params``: tensors that ``exponents`` uses besides x, y, w and that need gradients
-    (e.g. a map's parameters). Same result, stabilizers and gradients as
-    :func:`exp_linear_attention` on ``exponents(x, y, w)`` (to float rounding).
+    ``exponents(x, y, w, *stats) -> (e_x, e_y)`` must be row-wise: the log-features of a token
+    depend only on that token, ``w`` and ``stats`` (true of every exponential feature map once
+    its data statistics are fixed, :meth:`~spectra.features.ExponentialFeatureMap.
+    rowwise_exponents`; it is also called with an empty x or y). x (…, Lx, d), y (…, Ly, d),
+    v (…, Ly, dv); masks (…, L) bool; ``stats``: constant (detached) tensors of shape (…, *)
+    with the leading dims of x, one value per (batch, head) (e.g. OPRF's A*); ``params``:
+    tensors that ``exponents`` uses besides x, y, w and that need gradients (e.g. a map's
+    parameters). Same result, stabilizers and gradients as :func:`exp_linear_attention` on
+    ``exponents(x, y, w, *stats)`` (to float rounding).
     """
     if x.shape[-1] != y.shape[-1] or y.shape[-2] != v.shape[-2]:
         raise ValueError(
@@ -464,6 +491,9 @@ def rowwise_exp_linear_attention(
     vs = v.to(x.dtype).reshape(n, ly, dv)
     xm = None if x_mask is None else x_mask.expand(*lead, lx).reshape(n, lx)
     ym = None if y_mask is None else y_mask.expand(*lead, ly).reshape(n, ly)
+    flat = [_flatten_leading(t, lead, n) for t in stats]
+    if flat:
+        exponents = functools.partial(_with_stats, exponents, flat)
     if chunk_rows is None:
         features = exponents(xs[:, :0], ys[:, :0], w)[0].shape[-1]
         chunk_rows = default_chunk_rows(n, features, max(lx, ly))

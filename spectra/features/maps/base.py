@@ -146,6 +146,15 @@ class ExponentialFeatureMap(FeatureMap):
     Σ exp(e_x + e_y) over features is the kernel estimate. The stabilizers are applied here, in
     one place: queries subtract their per-row max, keys one detached max over all valid keys and
     features of each (batch, head); padding rows get exponent −∞ (feature exactly 0).
+
+    Row-wise form: every map splits into detached data statistics s = :meth:`statistics`
+    (over all valid tokens, O(L·d); none for data-independent maps) and log-features that are
+    row-wise given s, :meth:`rowwise_exponents` (a token's e depends on that token, W and s
+    only), with ``exponents(x, y, w, masks) = rowwise_exponents(x, y, w, *statistics(…))``.
+    Attention uses the split to stream over row chunks without storing L×M log-features
+    (:func:`~spectra.ops.rowwise_exp_linear_attention`). A data-independent map implements
+    :meth:`exponents` only; a data-dependent one implements :meth:`statistics` and
+    :meth:`rowwise_exponents` (or only :meth:`exponents`, and then runs on the fused path).
     """
 
     positive: ClassVar[bool] = True
@@ -159,7 +168,40 @@ class ExponentialFeatureMap(FeatureMap):
         y_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-features (e_x (…, Lx, M), e_y (…, Ly, M)) with E[Σ exp(e_x + e_y)] = exp(xᵀy)."""
-        raise NotImplementedError
+        if not self.has_rowwise_exponents:
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement exponents() or, for a data-dependent map, "
+                "statistics() and rowwise_exponents()"
+            )
+        return self.rowwise_exponents(x, y, w, *self.statistics(x, y, x_mask, y_mask))
+
+    def statistics(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        y_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """Detached data statistics over valid tokens, each of shape (…, *) with the leading
+        (batch, head) dims of ``x`` and ``y`` broadcast; () for a data-independent map."""
+        return ()
+
+    def rowwise_exponents(
+        self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, *stats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-features given the statistics; row-wise (also called with an empty x or y)."""
+        if self.data_dependent:
+            raise NotImplementedError(
+                f"{type(self).__name__} is data-dependent and does not implement "
+                "rowwise_exponents(x, y, w, *stats)"
+            )
+        return self.exponents(x, y, w)
+
+    @property
+    def has_rowwise_exponents(self) -> bool:
+        """Whether :meth:`rowwise_exponents` is available (data-independent, or overridden)."""
+        overridden = type(self).rowwise_exponents is not ExponentialFeatureMap.rowwise_exponents
+        return overridden or not self.data_dependent
 
     def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
         ex, ey = self.exponents(x, y, w, x_mask, y_mask)

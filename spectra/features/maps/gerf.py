@@ -22,6 +22,7 @@ import math
 import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
 __all__ = ["GeneralizedExponentialFeatures", "gerf_exponent", "gerf_log_second_moment"]
@@ -34,17 +35,14 @@ def gerf_exponent(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor | float) -> 
     (batch, head)); ``w`` is (…, m, d).
     """
     d, m = x.shape[-1], w.shape[-2]
-    a = torch.as_tensor(a, dtype=x.dtype, device=x.device)[..., None, None]  # (…, 1, 1)
+    a = torch.as_tensor(a, dtype=x.dtype, device=x.device)
     one_minus_4a = 1.0 - 4.0 * a
-    w_sq = w.square().sum(-1).unsqueeze(-2)  # (…, 1, m)
-    proj = x @ w.transpose(-1, -2)  # (…, L, m)
-    return (
-        a * w_sq
-        + one_minus_4a.sqrt() * proj
-        - 0.5 * x.square().sum(-1, keepdim=True)
-        + 0.25 * d * one_minus_4a.log()
-        - 0.5 * math.log(m)
+    token = (
+        -0.5 * x.square().sum(-1)
+        + (0.25 * d * one_minus_4a.log() - 0.5 * math.log(m))[..., None]
     )
+    x_scaled = x * one_minus_4a.sqrt()[..., None, None]
+    return projected_exponent(x_scaled, w, token, a[..., None] * w.square().sum(-1))
 
 
 def gerf_log_second_moment(

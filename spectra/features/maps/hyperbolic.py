@@ -12,6 +12,7 @@ import math
 import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
 __all__ = ["HyperbolicFeatures", "hyperbolic_exponent"]
@@ -20,9 +21,8 @@ __all__ = ["HyperbolicFeatures", "hyperbolic_exponent"]
 def hyperbolic_exponent(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """e(x) = [Wx, −Wx] − ‖x‖²/2 − ½ log(2m), shape (…, L, 2m)."""
     m = w.shape[-2]
-    proj = x @ w.transpose(-1, -2)
-    shift = 0.5 * x.square().sum(-1, keepdim=True) + 0.5 * math.log(2 * m)
-    return torch.cat([proj, -proj], dim=-1) - shift
+    token = -0.5 * x.square().sum(-1) - 0.5 * math.log(2 * m)
+    return projected_exponent(x, torch.cat([w, -w], dim=-2), token)
 
 
 @FEATURE_MAPS.register("hyperbolic")

@@ -53,6 +53,10 @@ class OptimalPositiveFeatures(ExponentialFeatureMap):
         """A* per leading index (batch, head), shape (…), detached."""
         return optimal_a(query_key_rho(x, y, x_mask, y_mask))
 
-    def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
-        a = self.optimal_a(x, y, x_mask, y_mask)
+    def statistics(self, x, y, x_mask=None, y_mask=None):  # type: ignore[override]
+        """(A* (…),)."""
+        return (self.optimal_a(x, y, x_mask, y_mask),)
+
+    def rowwise_exponents(self, x, y, w, *stats):  # type: ignore[override]
+        (a,) = stats
         return gerf_exponent(x, w, a), gerf_exponent(y, w, a)

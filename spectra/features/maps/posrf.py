@@ -10,13 +10,14 @@ import math
 import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
 
 def posrf_exponent(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """e(x) = Wx − ‖x‖²/2 − ½ log m, shape (…, L, m)."""
     m = w.shape[-2]
-    return x @ w.transpose(-1, -2) - 0.5 * x.square().sum(-1, keepdim=True) - 0.5 * math.log(m)
+    return projected_exponent(x, w, -0.5 * x.square().sum(-1) - 0.5 * math.log(m))
 
 
 @FEATURE_MAPS.register("posrf")

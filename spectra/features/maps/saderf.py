@@ -20,13 +20,22 @@ from __future__ import annotations
 
 import torch
 
-from spectra.features.maps.oprf import OptimalPositiveFeatures
-from spectra.features.maps.stats import masked_mean
+from spectra.features.maps.oprf import OptimalPositiveFeatures, optimal_a
+from spectra.features.maps.stats import coordinate_moments, rho_from_moments
 from spectra.registry import FEATURE_MAPS
 
-__all__ = ["SimplifiedAsymmetricDenseExponentialFeatures", "saderf_psi"]
+__all__ = ["SimplifiedAsymmetricDenseExponentialFeatures", "saderf_psi", "saderf_statistics"]
 
 _PSI_MIN, _PSI_MAX = 1e-4, 1e4
+
+
+def _psi(x_mean_sq: torch.Tensor, y_mean_sq: torch.Tensor) -> torch.Tensor:
+    """Ψ_l = (b_l / a_l)^(1/4) from per-coordinate mean squares, 1 where a side has no signal."""
+    a, b = x_mean_sq, y_mean_sq
+    tiny = torch.finfo(a.dtype).tiny
+    ok = (a > tiny) & (b > tiny)
+    ratio = torch.where(ok, b / torch.where(ok, a, torch.ones_like(a)), torch.ones_like(a))
+    return ratio.pow(0.25).clamp(_PSI_MIN, _PSI_MAX)
 
 
 @torch.no_grad()
@@ -37,12 +46,27 @@ def saderf_psi(
     y_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ψ_l = (mean_j y_jl² / mean_i x_il²)^(1/4) over valid tokens, shape (…, d), detached."""
-    a = masked_mean(x.detach().square(), x_mask)
-    b = masked_mean(y.detach().square(), y_mask)
-    tiny = torch.finfo(x.dtype).tiny
-    ok = (a > tiny) & (b > tiny)
-    ratio = torch.where(ok, b / torch.where(ok, a, torch.ones_like(a)), torch.ones_like(a))
-    return ratio.pow(0.25).clamp(_PSI_MIN, _PSI_MAX)
+    return _psi(coordinate_moments(x, x_mask)[1], coordinate_moments(y, y_mask)[1])
+
+
+@torch.no_grad()
+def saderf_statistics(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_mask: torch.Tensor | None = None,
+    y_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ψ (…, d), A* (…)): Ψ as in :func:`saderf_psi`, A* of OPRF on (Ψx, Ψ⁻¹y).
+
+    From one pass of per-coordinate moments (no transformed copy of x or y): with
+    a_l = mean x_l², b_l = mean y_l², ρ(Ψx, Ψ⁻¹y) = (Σ Ψ_l² a_l + Σ b_l / Ψ_l² + 2 x̄ᵀȳ) / d
+    (the cross term does not depend on Ψ).
+    """
+    x_mean, a = coordinate_moments(x, x_mask)
+    y_mean, b = coordinate_moments(y, y_mask)
+    psi = _psi(a, b)
+    psi_sq = psi.square()
+    return psi, optimal_a(rho_from_moments(x_mean, a * psi_sq, y_mean, b / psi_sq))
 
 
 @FEATURE_MAPS.register("saderf")
@@ -52,6 +76,11 @@ class SimplifiedAsymmetricDenseExponentialFeatures(OptimalPositiveFeatures):
     With orthogonal ω this is FAVOR# (bidirectional). Data-dependent, so not causal.
     """
 
-    def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
-        psi = saderf_psi(x, y, x_mask, y_mask).unsqueeze(-2)  # (…, 1, d)
-        return super().exponents(x * psi, y / psi, w, x_mask, y_mask)
+    def statistics(self, x, y, x_mask=None, y_mask=None):  # type: ignore[override]
+        """(Ψ (…, d), A* (…)), A* of OPRF on the transformed pair (Ψx, Ψ⁻¹y)."""
+        return saderf_statistics(x, y, x_mask, y_mask)
+
+    def rowwise_exponents(self, x, y, w, *stats):  # type: ignore[override]
+        psi, a = stats
+        p = psi.unsqueeze(-2)  # (…, 1, d)
+        return super().rowwise_exponents(x * p, y / p, w, a)

@@ -23,6 +23,7 @@ import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
 from spectra.features.maps.oprf import optimal_a
+from spectra.features.maps.projection import projected_exponent
 from spectra.features.maps.stats import query_key_second_moment
 from spectra.registry import FEATURE_MAPS
 
@@ -52,14 +53,9 @@ def sderf_exponent(
     """e(x) = Σ_l A_l ω_rl² + ω_rᵀBx − ‖x‖²/2 + log D − ½ log m, shape (…, L, m)."""
     m = w.shape[-2]
     wb = w @ b  # (…, m, d): row r is ω_rᵀB
-    quad = (w.square() @ a[..., :, None]).transpose(-1, -2)  # (…, 1, m): Σ_l A_l ω_rl²
-    return (
-        x @ wb.transpose(-1, -2)
-        + quad
-        - 0.5 * x.square().sum(-1, keepdim=True)
-        + log_d[..., None, None]
-        - 0.5 * math.log(m)
-    )
+    quad = (w.square() @ a[..., :, None]).squeeze(-1)  # (…, m): Σ_l A_l ω_rl²
+    token = -0.5 * x.square().sum(-1) + (log_d - 0.5 * math.log(m))[..., None]
+    return projected_exponent(x, wb, token, quad)
 
 
 @FEATURE_MAPS.register("sderf")
@@ -71,6 +67,10 @@ class SymmetricDenseExponentialFeatures(ExponentialFeatureMap):
 
     data_dependent: ClassVar[bool] = True
 
-    def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
-        a, b, log_d = sderf_parameters(x, y, x_mask, y_mask)
+    def statistics(self, x, y, x_mask=None, y_mask=None):  # type: ignore[override]
+        """(A (…, d), B (…, d, d), log D (…)) from P."""
+        return sderf_parameters(x, y, x_mask, y_mask)
+
+    def rowwise_exponents(self, x, y, w, *stats):  # type: ignore[override]
+        a, b, log_d = stats
         return sderf_exponent(x, w, a, b, log_d), sderf_exponent(y, w, a, b, log_d)
