@@ -17,8 +17,9 @@ estimator unchanged wherever |den| ≥ ε and bounds |out| by |num| / ε elsewhe
 Fast paths: :func:`linear_attention` (any features), :func:`exp_linear_attention` (fused:
 log-features → stabilized exp → attention in one autograd function with a hand-written
 backward, for exponential feature maps), :func:`rowwise_exp_linear_attention` (the same from a
-row-wise exponent function, by row chunks with recomputation: no L×M tensor is ever stored;
-large L×M temporaries, and their page faults, dominate the plain version's time on CPU),
+row-wise exponent function and fixed per-(batch, head) statistics, by row chunks with
+recomputation: no L×M tensor is ever stored; large L×M temporaries, and their page faults,
+dominate the plain version's time on CPU),
 :func:`causal_linear_attention` (chunked prefix sums).
 References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
 :func:`causal_linear_attention_prefix_naive` and :func:`causal_linear_attention_quadratic_naive`.
