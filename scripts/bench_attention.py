@@ -9,12 +9,20 @@ Usage::
     python scripts/bench_attention.py              # L = 512 … 32768 into docs/results/speed
     python scripts/bench_attention.py --quick --out /tmp/speed   # tiny smoke run (CI)
     python scripts/bench_attention.py --lengths 16384 --methods softmax random_features:posrf
+    python scripts/bench_attention.py --device cuda --dtype bfloat16 --out docs/results/gpu/speed
 
 Shape B = 1, H = 8, d = 64 (``--batch``, ``--heads``, ``--head-dim``). Each (method, L) runs in
 its own fresh subprocess. Times are medians over ``--reps`` timed repetitions (after one
 warm-up) of ``attn(q, k, v)`` under ``torch.no_grad()`` (forward) and of
 ``attn(q, k, v).sum().backward()`` (forward + backward). The registered ``softmax`` attention is
 ``F.scaled_dot_product_attention`` (SDPA), the baseline of the "vs SDPA" ratios.
+
+``--dtype`` sets the dtype of q, k, v (float32 by default; on CUDA, bfloat16 lets SDPA use its
+FlashAttention kernel). Spectra's random-feature maps still compute in float32 internally and
+cast the output back; nystrom-attention runs under autocast to that dtype (its module keeps
+float32 weights and float32 internal constants); performer-pytorch casts its projection to the
+input's dtype itself. Default lengths: 512 …
+32768 on CPU, 512 … 65536 on CUDA.
 
 nystrom-attention's ``NystromAttention(dim=H·d, heads=H, dim_head=d, num_landmarks=m)`` takes the
 full (B, L, H·d) input and includes its own q/k/v and output projections and the depthwise
@@ -83,7 +91,11 @@ def _build(method: str, cfg: dict):
         module = NystromAttention(dim=heads * d, heads=heads, dim_head=d, num_landmarks=m)
 
         def call(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return module(q)  # q is the (B, L, H·d) input here
+            # q is the (B, L, H·d) input here; its internal float32 constants (pinv
+            # initialization) need autocast for a lower-precision input
+            low = q.dtype != torch.float32
+            with torch.autocast(q.device.type, dtype=q.dtype, enabled=low):
+                return module(q)
 
         return call, module
     from spectra.registry import ATTENTIONS, accepted_options
@@ -111,6 +123,7 @@ def worker(cfg: dict) -> dict:
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
+    dtype = getattr(torch, cfg.get("dtype", "float32"))
     torch.manual_seed(0)
     b, h, n, d = cfg["batch"], cfg["heads"], cfg["length"], cfg["head_dim"]
     attn, module = _build(cfg["method"], cfg)
@@ -121,10 +134,12 @@ def worker(cfg: dict) -> dict:
 
     def inputs(length: int) -> tuple[torch.Tensor, ...]:
         if whole:
-            x = torch.randn((b, length, h * d), device=device, requires_grad=True)
+            x = torch.randn((b, length, h * d), device=device, dtype=dtype, requires_grad=True)
             return (x, x, x)
         shape = (b, h, length, d)
-        return tuple(torch.randn(shape, device=device, requires_grad=True) for _ in range(3))
+        return tuple(
+            torch.randn(shape, device=device, dtype=dtype, requires_grad=True) for _ in range(3)
+        )
 
     q, k, v = inputs(n)
     cuda = device.type == "cuda"
@@ -286,9 +301,10 @@ def write_outputs(
         f"started {meta['started']}, {meta['wall_min']:.1f} min wall.",
         "",
         f"B = {meta['batch']}, H = {meta['heads']}, d = {meta['head_dim']}, m = "
-        f"{meta['num_features']} (features or landmarks), medians of {meta['reps']} reps after "
+        f"{meta['num_features']} (features or landmarks), q/k/v in {meta.get('dtype', 'float32')}, "
+        f"medians of {meta['reps']} reps after "
         "one warm-up, each (method, L) in a fresh process. Ratios: baseline time / method time "
-        "(> 1: faster). Peak memory: peak RSS above the RSS before the first full-size call "
+        f"(> 1: faster). Peak memory: {_peak_what(meta.get('device', 'cpu'))} "
         "(forward + backward, input gradients included). nystrom-attention includes its own "
         "q/k/v/output projections and residual convolution.",
         "",
@@ -321,9 +337,17 @@ def write_outputs(
     ]
     lines += [f"| {m} | {_fmt(exponents[m], '.2f', '')} |" for m in methods]
     lines += ["", *targets(results, exponents, lengths)]
+    if meta.get("device") == "cuda":
+        lines += ["", *gpu_targets(results, lengths)]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def _peak_what(device: str) -> str:
+    if device == "cuda":
+        return "torch.cuda.max_memory_allocated above the allocation before the first call"
+    return "peak RSS above the RSS before the first full-size call"
 
 
 def targets(results: dict, exponents: dict, lengths: list[int], at: int = 16384) -> list[str]:
@@ -354,6 +378,35 @@ def targets(results: dict, exponents: dict, lengths: list[int], at: int = 16384)
         ),
         row("saderf time ≤ 1.5 × posrf time", sade, None if sade is None else sade <= 1.5),
         row("posrf peak-memory exponent ≤ 1.1", exp, None if exp is None else exp <= 1.1),
+    ]
+
+
+def gpu_targets(results: dict, lengths: list[int]) -> list[str]:
+    """The issue's GPU targets: favor_sharp (saderf + orthogonal) faster than (flash) SDPA at
+    every L ≥ 8192, and ≥ 3× faster at L = 32768 (fwd+bwd)."""
+    sharp = f"{RF}:saderf"
+    ratios = {
+        n: _ratio(results.get((BASELINE, n)), results.get((sharp, n), {}), "fwd_bwd_s")
+        for n in lengths
+        if n >= 8192
+    }
+    measured = {n: r for n, r in ratios.items() if r is not None}
+    worst = min(measured.values()) if measured else None
+    at_32k = ratios.get(32768)
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("pass" if ok else "FAIL")
+
+    every = None if worst is None else worst > 1
+    return [
+        "GPU targets (fwd+bwd, favor_sharp = random_features saderf + orthogonal, vs SDPA):",
+        "",
+        "| target | measured (SDPA time / saderf time) | result |",
+        "|---|---:|---|",
+        f"| faster than SDPA at every L ≥ 8192 (L measured: {sorted(measured)}) "
+        f"| {_fmt(worst)} (worst) | {verdict(every)} |",
+        f"| ≥ 3× faster than SDPA at L = 32768 | {_fmt(at_32k)} "
+        f"| {verdict(None if at_32k is None else at_32k >= 3)} |",
     ]
 
 
@@ -408,6 +461,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-features", type=int, default=256)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of q, k, v (bfloat16 on CUDA: SDPA uses FlashAttention)",
+    )
     p.add_argument("--budget-s", type=float, default=90.0, help="per-(method, L) wall budget")
     p.add_argument(
         "--fit-from",
@@ -425,15 +484,18 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    lengths = sorted(
-        args.lengths or ([256, 512] if args.quick else [512, 1024, 2048, 4096, 8192, 16384, 32768])
-    )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    full = [512, 1024, 2048, 4096, 8192, 16384, 32768] + ([65536] if device == "cuda" else [])
+    lengths = sorted(args.lengths or ([256, 512] if args.quick else full))
     reps = args.reps or (1 if args.quick else 3)
     if reps < 1 or any(n < 1 for n in lengths):
         p.error("--reps and --lengths must be positive")
     methods = args.methods or default_methods(args.feature_maps)
     fit_from = args.fit_from or (4096 if sum(n >= 4096 for n in lengths) >= 2 else lengths[0])
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     threads = args.threads or torch.get_num_threads()
     where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -467,6 +529,7 @@ def main(argv: list[str] | None = None) -> None:
                 "reps": reps,
                 "threads": args.threads,
                 "device": device,
+                "dtype": args.dtype,
             }
             res = run_one(cfg)
             results[method, length] = res
@@ -480,6 +543,8 @@ def main(argv: list[str] | None = None) -> None:
     meta = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
         "machine": f"{where} ({device})",
+        "device": device,
+        "dtype": args.dtype,
         "torch": torch.__version__,
         "threads": threads,
         "load_before": load_before,

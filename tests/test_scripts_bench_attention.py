@@ -89,3 +89,34 @@ def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
         assert row["status"].startswith("over budget"), row
     summary = (tmp_path / "summary.md").read_text()
     assert "skipped: over budget" in summary and "Command: `python" in summary
+
+
+def test_gpu_target_verdicts(bench) -> None:
+    def r(t: float) -> dict:
+        return {"fwd_bwd_s": t, "fwd_s": t / 3}
+
+    results = {
+        ("softmax", 8192): r(1.0),
+        ("random_features:saderf", 8192): r(0.5),
+        ("softmax", 16384): r(4.0),
+        ("random_features:saderf", 16384): r(1.0),
+        ("softmax", 32768): r(16.0),
+        ("random_features:saderf", 32768): r(8.0),
+    }
+    text = "\n".join(bench.gpu_targets(results, [4096, 8192, 16384, 32768]))
+    assert "| 2.00× (worst) | pass |" in text  # 2×, 4×, 2× at 8k, 16k, 32k
+    assert "| ≥ 3× faster than SDPA at L = 32768 | 2.00× | FAIL |" in text
+    results["random_features:saderf", 8192] = r(2.0)  # slower than SDPA at 8k
+    assert "| 0.50× (worst) | FAIL |" in "\n".join(bench.gpu_targets(results, [8192, 32768]))
+    assert "n/a" in "\n".join(bench.gpu_targets({}, [8192]))
+
+
+def test_bfloat16_inputs_run_for_every_kind_of_method(bench, tmp_path: Path) -> None:
+    methods = ["softmax", "random_features:saderf", "performer-pytorch", "nystrom-attention"]
+    args = ["--quick", "--lengths", "64", "--dtype", "bfloat16", "--out", str(tmp_path)]
+    bench.main([*args, "--methods", *methods])
+    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    assert [r["status"] for r in rows] == ["ok"] * len(methods), rows
+    assert "q/k/v in bfloat16" in (tmp_path / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--dtype", "int8", "--out", str(tmp_path)])
