@@ -7,6 +7,7 @@ tests run ``python train.py`` exactly as a user would.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -310,3 +311,20 @@ def test_cli_ddp_sim_two_processes_in_a_multirun(data_dir, tmp_path) -> None:
         names[0].startswith("lra_listops.random_features") and names[1] == "lra_listops.softmax.s0"
     )
     assert "differs across DDP ranks" not in proc.stderr
+
+
+def test_metrics_files_are_strict_json(tmp_path) -> None:
+    """NaN/inf (e.g. the objective of a run without validation) are written as null."""
+    from spectra.sweeps.status import write_status
+    from spectra.training.run import _write_json
+
+    data = {"objective": math.nan, "nested": {"a": [1.0, math.inf, -math.inf]}, "ok": 0.5}
+    _write_json(tmp_path / "m.json", data)
+
+    def reject(token: str) -> None:
+        raise ValueError(f"non-standard JSON constant {token}")
+
+    saved = json.loads((tmp_path / "m.json").read_text(), parse_constant=reject)
+    assert saved == {"objective": None, "nested": {"a": [1.0, None, None]}, "ok": 0.5}
+    path = write_status(tmp_path / "run", "completed", {"objective": math.nan})
+    assert json.loads(path.read_text(), parse_constant=reject)["objective"] is None

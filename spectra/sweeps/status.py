@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from spectra import strict_json
+
 __all__ = [
     "COMPLETED",
     "FAILED",
@@ -89,6 +91,6 @@ def write_status(
         record["duration_s"] = now - float(record["started_at"])
     record.update(dict(info or {}))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(strict_json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path

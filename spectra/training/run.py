@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from spectra import strict_json
 from spectra.training.attention import attention_spec
 from spectra.training.callbacks import FeatureSyncCheck, ThroughputMonitor
 from spectra.training.checkpointing import load_checkpoint_file, with_atomic_checkpoint_io
@@ -145,8 +146,9 @@ def _as_float(value: Any) -> Any:
 
 @rank_zero_only
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Standard JSON: non-finite numbers (e.g. ``objective`` without validation) become null."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(data), indent=2, sort_keys=True, default=str) + "\n")
+    path.write_text(strict_json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _wandb_info(loggers: list[Logger]) -> dict[str, Any]:
@@ -174,9 +176,9 @@ def _log_config(loggers: list[Logger], container: dict[str, Any], extra: dict[st
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (``cfg.train``) and/or test (``cfg.test``) one run; returns its metrics.
 
-    The returned dict has ``objective`` (best validation accuracy, NaN when no validation ran),
-    the last logged metrics, ``test/acc`` when tested, parameter counts, step, wall time and
-    checkpoint paths.
+    The returned dict has ``objective`` (best validation accuracy; NaN when no validation ran,
+    null in metrics.json), the last logged metrics, ``test/acc`` when tested, parameter counts,
+    step, wall time and checkpoint paths.
     """
     start = time.perf_counter()
     _one_console_handler()
