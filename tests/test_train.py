@@ -7,6 +7,7 @@ tests run ``python train.py`` exactly as a user would.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -190,6 +191,21 @@ def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
             tmp_path,
         )
     assert str(missing) in str(err.value) and "prepare" in str(err.value)
+
+
+def test_falling_back_to_a_search_dir_is_logged(data_dir, tmp_path, caplog) -> None:
+    from spectra.training.data import find_data
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
+        found, _ = find_data("lra_listops", empty, [str(data_dir)])
+    assert found == data_dir.resolve()
+    assert "using" in caplog.text and str(empty) in caplog.text and str(data_dir) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
+        find_data("lra_listops", data_dir, [str(empty)])
+    assert caplog.text == ""  # found where asked first: nothing to say
 
 
 def test_quickstart_style_prepare_generates_missing_listops(tmp_path) -> None:

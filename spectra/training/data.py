@@ -13,6 +13,7 @@ ListOps). Otherwise a :class:`MissingDataError` says where we looked and how to 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "task_spec",
 ]
 
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ("train", "val", "test")
 
@@ -85,9 +87,18 @@ def find_data(
             tried.append(f"  - {directory}: directory does not exist")
             continue
         try:
-            return directory, lra_data.build_dataset(task, "train", directory, **dataset_options)
+            dataset = lra_data.build_dataset(task, "train", directory, **dataset_options)
         except FileNotFoundError as exc:
             tried.append(f"  - {directory}: {str(exc).splitlines()[0]}")
+            continue
+        if tried:  # not the first place: say so, a fallback must never go unnoticed
+            log.warning(
+                "task %r: no data where asked first, using %s instead. Not used:\n%s",
+                task,
+                directory,
+                "\n".join(tried),
+            )
+        return directory, dataset
     env = os.environ.get("LRA_DATA_DIR")
     raise MissingDataError(
         f"no data found for task {task!r}. Looked in:\n"
