@@ -193,9 +193,12 @@ def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
     assert str(missing) in str(err.value) and "prepare" in str(err.value)
 
 
-def test_falling_back_to_a_search_dir_is_logged(data_dir, tmp_path, caplog) -> None:
-    from spectra.training.data import find_data
+def test_falling_back_to_a_search_dir_is_logged(data_dir, tmp_path, caplog, monkeypatch) -> None:
+    from spectra.training.data import find_data, log
 
+    # an earlier Hydra run in this process may have reconfigured logging (disabled loggers)
+    monkeypatch.setattr(log, "disabled", False)
+    monkeypatch.setattr(log, "propagate", True)
     empty = tmp_path / "empty"
     empty.mkdir()
     with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
