@@ -530,3 +530,34 @@ def test_exponential_map_without_exponents_says_what_to_implement() -> None:
 
     with pytest.raises(NotImplementedError, match="statistics\\(\\) and rowwise_exponents"):
         Nothing().exponents(torch.ones(1, 2), torch.ones(1, 2), torch.ones(3, 2))
+
+
+# -- the base class runs attend() in the compute dtype ------------------------------------------
+def test_attend_sees_float32_without_autocast_and_output_keeps_the_input_dtype() -> None:
+    from spectra.attention.base import Attention
+
+    seen = {}
+
+    class Probe(Attention):
+        def attend(self, q, k, v, mask, causal):
+            seen.update(dtype=q.dtype, v_dtype=v.dtype, autocast=torch.is_autocast_enabled("cpu"))
+            return v
+
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = Probe(D)(q, k, v)
+    assert seen == {"dtype": torch.float32, "v_dtype": torch.float32, "autocast": False}
+    assert out.dtype == torch.bfloat16
+    Probe(D)(*(t.double() for t in (q, k, v)))
+    assert seen["dtype"] == torch.float64
+    with pytest.raises(ValueError, match="head dims"):
+        Probe(D)(q, k[..., :4], v)  # validated before attend()
+    with pytest.raises(NotImplementedError, match="attend"):
+        Attention(D)(q, k, v)
+
+
+@pytest.mark.parametrize("name", ALL_ATTENTIONS)
+def test_bf16_inputs_give_bf16_finite_outputs(name: str) -> None:
+    q, k, v = (t.to(torch.bfloat16) for t in _qkv())
+    out = _build(name)(q, k, v)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()

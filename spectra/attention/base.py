@@ -5,9 +5,15 @@ q (B, H, Lq, d), k (B, H, Lk, d), v (B, H, Lk, d_v) → (B, H, Lq, d_v). ``mask`
 True = real token, marks queries and keys of a self-attention (Lq = Lk = L): padded keys never
 contribute, padded query positions output exactly 0, and a query with no valid key outputs 0
 (never NaN).
+
+:meth:`Attention.forward` validates the inputs, then calls the subclass's :meth:`Attention.attend`
+— with ``computes_in_float32`` (the default) on q, k, v cast to float32 (float64 stays float64)
+with autocast off, the result cast back to v's dtype; without it on the inputs as given.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,13 +34,43 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 class Attention(nn.Module):
-    """Base class: stores ``head_dim`` and validates ``forward`` inputs (:meth:`check_inputs`)."""
+    """Base class: stores ``head_dim``, validates ``forward`` inputs (:meth:`check_inputs`) and
+    runs :meth:`attend` in the compute dtype."""
 
     supports_causal: bool = True
+    computes_in_float32: ClassVar[bool] = True
 
     def __init__(self, head_dim: int) -> None:
         super().__init__()
         self.head_dim = check_positive_int(head_dim, "head_dim")
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """q (B, H, Lq, d), k (B, H, Lk, d), v (B, H, Lk, d_v), mask (B, L) → (B, H, Lq, d_v)."""
+        self.check_inputs(q, k, v, mask, causal)
+        if not self.computes_in_float32:
+            return self.attend(q, k, v, mask, causal)
+        dtype = compute_dtype(q)
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            out = self.attend(q.to(dtype), k.to(dtype), v.to(dtype), mask, causal)
+        return out.to(v.dtype)
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+        causal: bool,
+    ) -> torch.Tensor:
+        """The attention itself, on validated inputs (in the compute dtype, see the module)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement attend()")
 
     def check_inputs(
         self,

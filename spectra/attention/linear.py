@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.attention.base import Attention, check_positive_int
 from spectra.ops.linear import causal_linear_attention, linear_attention
 from spectra.registry import ATTENTIONS
 
@@ -33,26 +33,14 @@ class LinearAttention(Attention):
         self.eps = float(eps)
         self.chunk_size = check_positive_int(chunk_size, "chunk_size")
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        self.check_inputs(q, k, v, mask, causal)
-        dtype = compute_dtype(q)
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            phi_q, phi_k = elu_feature_map(q.to(dtype)), elu_feature_map(k.to(dtype))
-            if mask is not None:
-                keep = mask[:, None, :, None]
-                phi_q = phi_q.masked_fill(~keep, 0.0)
-                phi_k = phi_k.masked_fill(~keep, 0.0)
-            if causal:
-                out = causal_linear_attention(
-                    phi_q, phi_k, v.to(dtype), chunk_size=self.chunk_size, eps=self.eps
-                )
-            else:
-                out = linear_attention(phi_q, phi_k, v.to(dtype), eps=self.eps)
-        return out.to(v.dtype)
+    def attend(self, q, k, v, mask, causal):  # type: ignore[override]
+        phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
+        if mask is not None:
+            keep = mask[:, None, :, None]
+            phi_q = phi_q.masked_fill(~keep, 0.0)
+            phi_k = phi_k.masked_fill(~keep, 0.0)
+        if causal:
+            return causal_linear_attention(
+                phi_q, phi_k, v, chunk_size=self.chunk_size, eps=self.eps
+            )
+        return linear_attention(phi_q, phi_k, v, eps=self.eps)

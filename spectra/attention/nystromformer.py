@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.attention.base import Attention, check_positive_int
 from spectra.attention.landmarks import segment_means
 from spectra.ops.pinv import newton_schulz_pinv
 from spectra.registry import ATTENTIONS
@@ -49,38 +49,29 @@ class NystromformerAttention(Attention):
             raise ValueError(f"pinv_iterations must be an int >= 0, got {pinv_iterations!r}")
         self.pinv_iterations = pinv_iterations
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        self.check_inputs(q, k, v, mask, causal)
-        dtype = compute_dtype(q)
+    def attend(self, q, k, v, mask, causal):  # type: ignore[override]
+        dtype = q.dtype
         scale = self.head_dim**-0.25
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            x, y, vv = q.to(dtype) * scale, k.to(dtype) * scale, v.to(dtype)
-            s = self.num_landmarks
-            q_land, valid = segment_means(x, mask, s)  # (B, H, s, d), (B, s)
-            k_land, _ = segment_means(y, mask, s)
-            lm = valid[:, None, None, :]  # landmark columns (B, 1, 1, s)
-            f = masked_softmax(x @ k_land.transpose(-1, -2), lm)  # (B, H, L, s)
-            key_ok = (
-                torch.ones(k.shape[0], 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
-                if mask is None
-                else mask[:, None, None, :]
-            )
-            b_mat = masked_softmax(q_land @ y.transpose(-1, -2), key_ok & valid[:, None, :, None])
-            eye = torch.eye(s, dtype=dtype, device=q.device)
-            a = masked_softmax(q_land @ k_land.transpose(-1, -2), lm)
-            row_ok = valid[:, None, :, None].to(dtype)
-            a = a * row_ok + eye * (1.0 - row_ok)  # empty landmark slots: identity rows
-            out = f @ (newton_schulz_pinv(a, self.pinv_iterations) @ (b_mat @ vv))
-            if mask is not None:
-                out = out * mask[:, None, :, None].to(dtype)
-        return out.to(v.dtype)
+        x, y, vv = q * scale, k * scale, v
+        s = self.num_landmarks
+        q_land, valid = segment_means(x, mask, s)  # (B, H, s, d), (B, s)
+        k_land, _ = segment_means(y, mask, s)
+        lm = valid[:, None, None, :]  # landmark columns (B, 1, 1, s)
+        f = masked_softmax(x @ k_land.transpose(-1, -2), lm)  # (B, H, L, s)
+        key_ok = (
+            torch.ones(k.shape[0], 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
+            if mask is None
+            else mask[:, None, None, :]
+        )
+        b_mat = masked_softmax(q_land @ y.transpose(-1, -2), key_ok & valid[:, None, :, None])
+        eye = torch.eye(s, dtype=dtype, device=q.device)
+        a = masked_softmax(q_land @ k_land.transpose(-1, -2), lm)
+        row_ok = valid[:, None, :, None].to(dtype)
+        a = a * row_ok + eye * (1.0 - row_ok)  # empty landmark slots: identity rows
+        out = f @ (newton_schulz_pinv(a, self.pinv_iterations) @ (b_mat @ vv))
+        if mask is not None:
+            out = out * mask[:, None, :, None].to(dtype)
+        return out
 
     def extra_repr(self) -> str:
         return (

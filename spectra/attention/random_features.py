@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.attention.base import Attention, check_positive_int
 from spectra.features.maps.base import ExponentialFeatureMap, FeatureMap
 from spectra.features.samplers.base import Sampler, seeded_generator
 from spectra.ops.linear import (
@@ -197,15 +197,7 @@ class RandomFeatureAttention(Attention):
         scale = self.head_dim**-0.25
         return self.feature_map.rowwise_exponents(q * scale, k * scale, w, *stats)
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        self.check_inputs(q, k, v, mask, causal)
+    def attend(self, q, k, v, mask, causal):  # type: ignore[override]
         if causal and self.feature_map.data_dependent:
             raise ValueError(
                 f"feature map {self.feature_map_name!r} is data-dependent (its statistics look at "
@@ -213,59 +205,46 @@ class RandomFeatureAttention(Attention):
                 "data-independent map: posrf, gerf (fixed A), trig or hyperbolic"
             )
         self._maybe_redraw()
-        dtype = compute_dtype(q)
         scale = self.head_dim**-0.25
         token_mask = self.token_mask(mask, q)
         fm = self.feature_map
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            w = self.current_weight(q.device).to(dtype)
-            vv = v.to(dtype)
-            if not causal and isinstance(fm, ExponentialFeatureMap) and fm.has_rowwise_exponents:
-                qq, kk = q.to(dtype), k.to(dtype)
-                stats: tuple[torch.Tensor, ...] = ()
-                if fm.data_dependent:
-                    with torch.no_grad():
-                        stats = fm.statistics(qq * scale, kk * scale, token_mask, token_mask)
-                out = rowwise_exp_linear_attention(
-                    qq,
-                    kk,
-                    vv,
-                    w,
-                    self._scaled_exponents,
-                    x_mask=token_mask,
-                    y_mask=token_mask,
-                    eps=self.eps,
-                    stabilize=self.stabilize,
-                    params=[p for p in fm.parameters() if p.requires_grad],
-                    stats=stats,
-                )
-                return out.to(v.dtype)
-            x, y = q.to(dtype) * scale, k.to(dtype) * scale
-            if not causal and isinstance(fm, ExponentialFeatureMap):
-                ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
-                out = exp_linear_attention(
-                    ex,
-                    ey,
-                    vv,
-                    x_mask=token_mask,
-                    y_mask=token_mask,
-                    eps=self.eps,
-                    stabilize=self.stabilize,
-                )
-            else:
-                phi_x, phi_y = fm(x, y, w, token_mask, token_mask, stabilize=self.stabilize)
-                if causal:
-                    out = causal_linear_attention(
-                        phi_x,
-                        phi_y,
-                        vv,
-                        chunk_size=self.chunk_size,
-                        eps=self.eps,
-                        positive=fm.positive,
-                    )
-                else:
-                    out = linear_attention(phi_x, phi_y, vv, eps=self.eps, positive=fm.positive)
-        return out.to(v.dtype)
+        w = self.current_weight(q.device).to(q.dtype)
+        if not causal and isinstance(fm, ExponentialFeatureMap) and fm.has_rowwise_exponents:
+            stats: tuple[torch.Tensor, ...] = ()
+            if fm.data_dependent:
+                with torch.no_grad():
+                    stats = fm.statistics(q * scale, k * scale, token_mask, token_mask)
+            return rowwise_exp_linear_attention(
+                q,
+                k,
+                v,
+                w,
+                self._scaled_exponents,
+                x_mask=token_mask,
+                y_mask=token_mask,
+                eps=self.eps,
+                stabilize=self.stabilize,
+                params=[p for p in fm.parameters() if p.requires_grad],
+                stats=stats,
+            )
+        x, y = q * scale, k * scale
+        if not causal and isinstance(fm, ExponentialFeatureMap):
+            ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
+            return exp_linear_attention(
+                ex,
+                ey,
+                v,
+                x_mask=token_mask,
+                y_mask=token_mask,
+                eps=self.eps,
+                stabilize=self.stabilize,
+            )
+        phi_x, phi_y = fm(x, y, w, token_mask, token_mask, stabilize=self.stabilize)
+        if causal:
+            return causal_linear_attention(
+                phi_x, phi_y, v, chunk_size=self.chunk_size, eps=self.eps, positive=fm.positive
+            )
+        return linear_attention(phi_x, phi_y, v, eps=self.eps, positive=fm.positive)
 
     def extra_repr(self) -> str:
         return (

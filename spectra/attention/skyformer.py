@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int, compute_dtype
+from spectra.attention.base import Attention, check_positive_int
 from spectra.attention.landmarks import (
     gather_tokens,
     segment_means,
@@ -100,45 +100,36 @@ class SkyformerAttention(Attention):
             pos, valid = systematic_indices(mask, b, length, num, x.device)
         return gather_tokens(x, pos), valid
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        self.check_inputs(q, k, v, mask, causal)
-        dtype = compute_dtype(q)
+    def attend(self, q, k, v, mask, causal):  # type: ignore[override]
+        dtype = q.dtype
         scale = self.head_dim**-0.25
-        with torch.autocast(device_type=q.device.type, enabled=False):
-            x, y, vv = q.to(dtype) * scale, k.to(dtype) * scale, v.to(dtype)
-            s_q = self.num_landmarks // 2
-            zq, valid_q = self._select(x, mask, s_q)
-            zk, valid_k = self._select(y, mask, self.num_landmarks - s_q)
-            z = torch.cat([zq, zk], dim=2)  # (B, H, s, d)
-            valid = torch.cat([valid_q, valid_k], dim=1)[:, None, :]  # (B, 1, s)
-            vf = valid.to(dtype)
+        x, y, vv = q * scale, k * scale, v
+        s_q = self.num_landmarks // 2
+        zq, valid_q = self._select(x, mask, s_q)
+        zk, valid_k = self._select(y, mask, self.num_landmarks - s_q)
+        z = torch.cat([zq, zk], dim=2)  # (B, H, s, d)
+        valid = torch.cat([valid_q, valid_k], dim=1)[:, None, :]  # (B, 1, s)
+        vf = valid.to(dtype)
 
-            c_q = gaussian_kernel(x, z) * vf[..., None, :]  # κ(Q, Z), (B, H, L, s)
-            c_k = gaussian_kernel(y, z) * vf[..., None, :]  # κ(K, Z)
-            if mask is not None:
-                c_k = c_k * mask[:, None, :, None].to(dtype)
-            s = z.shape[2]
-            eye = torch.eye(s, dtype=dtype, device=q.device)
-            pair = vf[..., :, None] * vf[..., None, :]
-            # invalid landmarks get an identity block: they decouple and are ignored
-            a = gaussian_kernel(z, z) * pair + self.regularization * eye * pair
-            a = a + eye * (1.0 - vf[..., :, None])
-            d_inv_sqrt = a.sum(dim=-1).rsqrt()  # row sums > 0
-            normed = d_inv_sqrt[..., :, None] * a * d_inv_sqrt[..., None, :]
-            inv = newton_schulz_pinv(normed, self.pinv_iterations)
-            inv = d_inv_sqrt[..., :, None] * inv * d_inv_sqrt[..., None, :]
-            context = inv @ (c_k.transpose(-1, -2) @ vv)  # (B, H, s, d_v)
-            out = c_q @ context
-            if mask is not None:
-                out = out * mask[:, None, :, None].to(dtype)
-        return out.to(v.dtype)
+        c_q = gaussian_kernel(x, z) * vf[..., None, :]  # κ(Q, Z), (B, H, L, s)
+        c_k = gaussian_kernel(y, z) * vf[..., None, :]  # κ(K, Z)
+        if mask is not None:
+            c_k = c_k * mask[:, None, :, None].to(dtype)
+        s = z.shape[2]
+        eye = torch.eye(s, dtype=dtype, device=q.device)
+        pair = vf[..., :, None] * vf[..., None, :]
+        # invalid landmarks get an identity block: they decouple and are ignored
+        a = gaussian_kernel(z, z) * pair + self.regularization * eye * pair
+        a = a + eye * (1.0 - vf[..., :, None])
+        d_inv_sqrt = a.sum(dim=-1).rsqrt()  # row sums > 0
+        normed = d_inv_sqrt[..., :, None] * a * d_inv_sqrt[..., None, :]
+        inv = newton_schulz_pinv(normed, self.pinv_iterations)
+        inv = d_inv_sqrt[..., :, None] * inv * d_inv_sqrt[..., None, :]
+        context = inv @ (c_k.transpose(-1, -2) @ vv)  # (B, H, s, d_v)
+        out = c_q @ context
+        if mask is not None:
+            out = out * mask[:, None, :, None].to(dtype)
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -19,18 +19,12 @@ __all__ = ["SoftmaxAttention"]
 class SoftmaxAttention(Attention):
     """Exact softmax attention, ``torch.nn.functional.scaled_dot_product_attention``."""
 
+    computes_in_float32 = False  # SDPA runs in the input dtype (flash kernels in bf16/fp16)
+
     def __init__(self, head_dim: int) -> None:
         super().__init__(head_dim)
 
-    def forward(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        causal: bool = False,
-    ) -> torch.Tensor:
-        self.check_inputs(q, k, v, mask, causal)
+    def attend(self, q, k, v, mask, causal):  # type: ignore[override]
         if mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         length = k.shape[2]
