@@ -122,14 +122,31 @@ def _default_trainer() -> str:
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
+def config_value(group: str, preset: str, key: str, overrides: list[str]) -> Any:
+    """``<group>.<key>`` as the runs will see it: the last override of it (YAML-parsed), else the
+    value in ``conf/<group>/<preset>.yaml`` or, failing that, in the presets of its defaults
+    list (None if none sets it)."""
+    import yaml
+
+    for item in reversed(overrides):
+        name, sep, value = item.lstrip("+").partition("=")
+        if sep and name == f"{group}.{key}":
+            return yaml.safe_load(value)
+    pending = [preset]
+    while pending:
+        path = CONF / group / f"{pending.pop(0)}.yaml"
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+        if not isinstance(data, dict):
+            continue
+        if key in data:
+            return data[key]
+        pending += [d for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
+    return None
+
+
 def uses_cuda(trainer: str, overrides: list[str]) -> bool:
-    """Whether the runs train on a GPU: a GPU trainer preset unless an override says otherwise."""
-    accelerator = "gpu" if trainer in ("gpu", "ddp") else "cpu"
-    for item in overrides:
-        key, sep, value = item.lstrip("+").partition("=")
-        if sep and key == "trainer.accelerator":
-            accelerator = value.strip("'\"")
-    return accelerator in ("gpu", "cuda")
+    """Whether the runs train on a GPU (the trainer's ``accelerator``, overrides included)."""
+    return config_value("trainer", trainer, "accelerator", overrides) in ("gpu", "cuda")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,15 +248,9 @@ def hydra_value(value: str | Path) -> str:
 
 
 def task_max_length(task: str, overrides: list[str]) -> int:
-    """``task.max_length`` of the runs: the last override of it, else the task preset's."""
-    for item in reversed(overrides):
-        key, sep, value = item.lstrip("+").partition("=")
-        if sep and key == "task.max_length" and value.isdigit():
-            return int(value)
-    from omegaconf import OmegaConf
-
-    length = OmegaConf.load(CONF / "task" / f"{task}.yaml").get("max_length")
-    return length if isinstance(length, int) else 4096
+    """``task.max_length`` of the runs (overrides included); 4096 if it is not an integer."""
+    length = config_value("task", task, "max_length", overrides)
+    return length if isinstance(length, int) and not isinstance(length, bool) else 4096
 
 
 def run_overrides(args: argparse.Namespace, attention: str, run_dir: Path, data_dir: Path | None,

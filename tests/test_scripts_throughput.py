@@ -106,6 +106,10 @@ def test_run_overrides(tp, tmp_path: Path) -> None:
     assert tp.task_max_length("lra_text", ["task.max_length=64", "x=1"]) == 64
     assert tp.uses_cuda("gpu", []) and not tp.uses_cuda("cpu", [])
     assert not tp.uses_cuda("gpu", ["trainer.accelerator=cpu"])
+    # read from the presets (defaults lists followed), not from their names
+    assert tp.uses_cuda("ddp", []) and not tp.uses_cuda("ddp_sim", [])
+    assert tp.uses_cuda("cpu", ["trainer.accelerator=gpu"])
+    assert tp.task_max_length("lra_listops", []) == 2000
 
 
 def test_last_error_line(tp) -> None:
