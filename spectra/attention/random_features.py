@@ -4,19 +4,30 @@ K(x, y) = exp(xᵀy) on x = q·d^(-1/4), y = k·d^(-1/4) is estimated by φ(x)�
 φ = ``feature_map`` applied with W = ``sampler.sample()`` ∈ R^{m×d} (Performer arXiv 2009.14794,
 FAVOR++ 2205.15317, FAVOR# 2302.00787)::
 
-    out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)            (non-causal)
-    out_i = φ(x_i)ᵀ Σ_{j≤i} φ(y_j) v_jᵀ / (φ(x_i)ᵀ Σ_{j≤i} φ(y_j) + ε)   (causal, chunked)
+    out = φ(X) (φ(Y)ᵀ V) / φ(X) (φ(Y)ᵀ 1)                         (non-causal)
+    out_i = φ(x_i)ᵀ Σ_{j≤i} φ(y_j) v_jᵀ / φ(x_i)ᵀ Σ_{j≤i} φ(y_j)   (causal, chunked)
+
+This is the output, not an approximation of it: the stabilizers (detached constants that cancel
+exactly) keep every term in floating-point range, and the denominator guard never changes a
+well-defined estimate (:mod:`spectra.ops.linear`: no ε for positive maps; for signed maps such
+as ``trig`` |den| is clamped to ε on the natural scale).
 
 Features are computed in float32 (float64 stays float64) with autocast disabled. Non-causal
 fast path for exponential maps: their data statistics (none for posrf, gerf, hyperbolic; A* for
 oprf, (Ψ, A*) for saderf, (A, B, D) for sderf: O(L·d) or O(L·d²), computed once, detached) are
 fixed first, then the log-features are row-wise and run chunk by chunk with recomputation in
-backward and O(L·d) memory (:func:`~spectra.ops.rowwise_exp_linear_attention`); an exponential
-map with only ``exponents`` (e.g. a plugin's data-dependent map) uses the fused exp + attention
-function (:func:`~spectra.ops.exp_linear_attention`); other maps (e.g. ``trig``, signed) the
-generic kernel, whose denominator keeps its sign and is clamped to magnitude ≥ ε
-(:func:`~spectra.ops.normalize_attention`). Each path equals the plain reference
-φ(X)φ(Y)ᵀV / φ(X)φ(Y)ᵀ1 (outputs and gradients; see the tests).
+backward and O(L·d) memory (:func:`~spectra.ops.rowwise_exp_linear_attention`), with one
+stabilizing constant per feature, which keeps every denominator ≥ 1 at any input scale; an
+exponential map with only ``exponents`` (e.g. a plugin's data-dependent map) uses the fused
+exp + attention function (:func:`~spectra.ops.exp_linear_attention`, the same stabilizer);
+other maps (e.g. ``trig``, signed) the generic kernel on :meth:`FeatureMap.stabilized`
+features. Causal mode (:func:`~spectra.ops.causal_linear_attention`) takes log-scaled features
+(:meth:`FeatureMap.scaled`) and a running key max over j ≤ i, so no output depends on a later
+token; it is exact unless a query's visible terms span more than fp32's range (~87 in log),
+which needs inputs far beyond attention's usual scale. Data-dependent maps (statistics over all
+tokens) are rejected in causal mode. The non-causal row-wise path relies on
+``rowwise_exponents`` being row-wise (a token's features depend on that token, W and the
+statistics only). Each path equals a plain reference (outputs and gradients; see the tests).
 
 Weight matrix and redraws: W is a buffer (saved in checkpoints) drawn at construction. With
 ``redraw_interval=N``, every N-th training forward step draws a new W from a generator seeded by
@@ -84,7 +95,8 @@ class RandomFeatureAttention(Attention):
     Options: ``num_features`` m > 0; ``sampler`` / ``feature_map`` registered names (with
     ``sampler_options`` / ``feature_map_options``; ``seed`` is passed to samplers that take
     one); ``redraw_interval`` (None or N > 0 training steps); ``seed`` and ``layer_index``
-    (seed the draws); ``chunk_size`` (causal chunk length); ``eps`` (denominator);
+    (seed the draws); ``chunk_size`` (causal chunk length); ``eps`` (signed maps only: the
+    floor of |denominator| on the natural scale);
     ``stabilize`` (max-shift stabilizers, on by default; they do not change the result).
     """
 
@@ -209,7 +221,24 @@ class RandomFeatureAttention(Attention):
         token_mask = self.token_mask(mask, q)
         fm = self.feature_map
         w = self.current_weight(q.device).to(q.dtype)
-        if not causal and isinstance(fm, ExponentialFeatureMap) and fm.has_rowwise_exponents:
+        if causal:
+            if not self.stabilize:
+                phi_x, phi_y = fm(q * scale, k * scale, w, token_mask, token_mask, stabilize=False)
+                return causal_linear_attention(
+                    phi_x, phi_y, v, chunk_size=self.chunk_size, eps=self.eps, positive=fm.positive
+                )
+            ux, sx, uy, sy = fm.scaled(q * scale, k * scale, w, token_mask, token_mask)
+            return causal_linear_attention(
+                ux,
+                uy,
+                v,
+                chunk_size=self.chunk_size,
+                eps=self.eps,
+                positive=fm.positive,
+                x_log_scale=sx,
+                y_log_scale=sy,
+            )
+        if isinstance(fm, ExponentialFeatureMap) and fm.has_rowwise_exponents:
             stats: tuple[torch.Tensor, ...] = ()
             if fm.data_dependent:
                 with torch.no_grad():
@@ -222,29 +251,23 @@ class RandomFeatureAttention(Attention):
                 self._scaled_exponents,
                 x_mask=token_mask,
                 y_mask=token_mask,
-                eps=self.eps,
                 stabilize=self.stabilize,
                 params=[p for p in fm.parameters() if p.requires_grad],
                 stats=stats,
             )
         x, y = q * scale, k * scale
-        if not causal and isinstance(fm, ExponentialFeatureMap):
+        if isinstance(fm, ExponentialFeatureMap):
             ex, ey = fm.exponents(x, y, w, token_mask, token_mask)
             return exp_linear_attention(
-                ex,
-                ey,
-                v,
-                x_mask=token_mask,
-                y_mask=token_mask,
-                eps=self.eps,
-                stabilize=self.stabilize,
+                ex, ey, v, x_mask=token_mask, y_mask=token_mask, stabilize=self.stabilize
             )
-        phi_x, phi_y = fm(x, y, w, token_mask, token_mask, stabilize=self.stabilize)
-        if causal:
-            return causal_linear_attention(
-                phi_x, phi_y, v, chunk_size=self.chunk_size, eps=self.eps, positive=fm.positive
-            )
-        return linear_attention(phi_x, phi_y, v, eps=self.eps, positive=fm.positive)
+        if self.stabilize:
+            phi_x, phi_y, log_scale = fm.stabilized(x, y, w, token_mask, token_mask)
+        else:
+            (phi_x, phi_y), log_scale = fm(x, y, w, token_mask, token_mask, stabilize=False), None
+        return linear_attention(
+            phi_x, phi_y, v, eps=self.eps, positive=fm.positive, log_scale=log_scale
+        )
 
     def extra_repr(self) -> str:
         return (

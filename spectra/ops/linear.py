@@ -3,26 +3,39 @@
 Given features φ(X) (…, Lx, M), φ(Y) (…, Ly, M) and values V (…, Ly, dv) (Performer,
 arXiv 2009.14794; Katharopoulos et al., arXiv 2006.16236)::
 
-    non-causal:  out = φ(X) (φ(Y)ᵀ V) / (φ(X) (φ(Y)ᵀ 1) + ε)
-    causal:      out_i = φ(x_i)ᵀ S_i / (φ(x_i)ᵀ z_i + ε),
+    non-causal:  out_i = φ(x_i)ᵀ Σ_j φ(y_j) v_jᵀ / φ(x_i)ᵀ Σ_j φ(y_j)
+    causal:      out_i = φ(x_i)ᵀ S_i / φ(x_i)ᵀ z_i,
                  S_i = Σ_{j≤i} φ(y_j) v_jᵀ,  z_i = Σ_{j≤i} φ(y_j)
 
 Numerator and denominator come from one matmul: V is extended by a ones column, [V, 1].
 
-Denominator (:func:`normalize_attention`): for positive features it is > 0 and ε is added. For
-signed features (e.g. trigonometric RFF) it can be ≈ 0 or negative; we keep its sign and clamp
-its magnitude to at least ε (``den ← sign(den) · max(|den|, ε)``, sign(0) = +1). This keeps the
-estimator unchanged wherever |den| ≥ ε and bounds |out| by |num| / ε elsewhere.
+Scales. Features are passed stabilized, i.e. multiplied by detached constants that cancel in
+each row's normalization (:mod:`spectra.features.maps.base`); ``log_scale`` (…, Lx, 1), where
+given, is log of the factor that takes row i back to the natural scale (the true [num, den] is
+exp(log_scale_i) times the computed one). The causal kernel takes log-scaled features
+φ = u · exp(s) and keeps a running key max (:func:`causal_linear_attention`).
+
+Denominator guard (:func:`normalize_attention`) — it never changes a well-defined estimate:
+
+* positive features: no ε. The estimate num/den is used wherever den > 0; den = 0 happens only
+  when no key is valid (then num = 0 too) and gives 0. The exponential stabilizers keep den ≥ 1
+  for every query with a valid key (non-causal), so the quotient is as accurate as its terms.
+  An ε added to den — the usual practice — changes the estimate by a factor den/(den + ε), and
+  after stabilization den is on an arbitrary scale, so that factor can be anything.
+* signed features (e.g. trigonometric RFF): den can be ≈ 0 or negative, where the estimate is
+  not well-defined. There den is clamped in magnitude to ε *on the natural scale*:
+  den' = sign(den) · max(|den|, ε · exp(−log_scale)) (sign(0) = +1), so the result does not
+  depend on the stabilizer and equals the estimate wherever |den| ≥ ε naturally.
 
 Fast paths: :func:`linear_attention` (any features), :func:`exp_linear_attention` (fused:
 log-features → stabilized exp → attention in one autograd function with a hand-written
 backward, for exponential feature maps), :func:`rowwise_exp_linear_attention` (the same from a
 row-wise exponent function and fixed per-(batch, head) statistics, by row chunks with
 recomputation: no L×M tensor is ever stored; large L×M temporaries, and their page faults,
-dominate the plain version's time on CPU),
-:func:`causal_linear_attention` (chunked prefix sums).
-References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`,
-:func:`causal_linear_attention_prefix_naive` and :func:`causal_linear_attention_quadratic_naive`.
+dominate the plain version's time on CPU), :func:`causal_linear_attention` (chunked, with a
+running key max). References: :func:`linear_attention_naive`, :func:`exp_linear_attention_naive`
+(log-domain, an independent stabilizer), :func:`causal_linear_attention_prefix_naive` and
+:func:`causal_linear_attention_quadratic_naive`.
 """
 
 from __future__ import annotations
@@ -32,7 +45,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = [
@@ -56,17 +68,26 @@ def _with_ones(v: torch.Tensor) -> torch.Tensor:
     return torch.cat([v, v.new_ones((*v.shape[:-1], 1))], dim=-1)
 
 
-def normalize_attention(nd: torch.Tensor, eps: float, positive: bool = True) -> torch.Tensor:
-    """``nd`` = [num, den] (…, L, dv + 1) → num / den' (…, L, dv).
+def normalize_attention(
+    nd: torch.Tensor,
+    eps: float = 1e-6,
+    positive: bool = True,
+    log_scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``nd`` = [num, den] (…, L, dv + 1) → num / den' (…, L, dv) (module docstring).
 
-    Positive features: den' = den + ε. Signed features: den' = sign(den) · max(|den|, ε), with
-    sign(0) = +1 (see the module docstring).
+    Positive: den' = den where den > 0, else 1 (num = 0 there). Signed: den' = sign(den) ·
+    max(|den|, ε · exp(−log_scale)) with sign(0) = +1; ``log_scale`` (…, L, 1) is the log of
+    the factor that takes the row to its natural scale (None: the row is on its natural scale).
     """
     num, den = nd[..., :-1], nd[..., -1:]
     if positive:
-        den = den + eps
-    else:
-        den = torch.where(den >= 0, den.clamp_min(eps), den.clamp_max(-eps))
+        return num / torch.where(den > 0, den, torch.ones_like(den))
+    if log_scale is None:
+        floor = torch.full_like(den, eps)
+    else:  # padding rows (log_scale −∞) have num = den = 0: any finite floor gives 0
+        floor = eps * torch.exp(-_finite_or_zero(log_scale))
+    den = torch.where(den >= 0, torch.maximum(den, floor), torch.minimum(den, -floor))
     return num / den
 
 
@@ -81,24 +102,23 @@ def _check_features(phi_x: torch.Tensor, phi_y: torch.Tensor, v: torch.Tensor) -
         )
 
 
-def _masked_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
-    """One detached max of ``ey`` over valid keys and all features per leading index (…, 1, 1).
+def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
 
-    Computed as a max of per-row maxima, so no (…, L, M) temporary is allocated; 0 when no key
-    is valid.
-    """
-    row = ey.detach().amax(dim=-1)  # (…, L)
+
+def _feature_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
+    """Detached per-feature max of ``ey`` (…, L, M) over valid keys → (…, 1, M); 0 if none."""
+    e = ey.detach()
     if y_mask is not None:
-        row = row.masked_fill(~y_mask, float("-inf"))
-    m = row.amax(dim=-1)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return m[..., None, None]
+        e = e.masked_fill(~y_mask[..., None], float("-inf"))
+    if e.shape[-2] == 0:
+        return e.new_zeros((*e.shape[:-2], 1, e.shape[-1]))
+    return _finite_or_zero(e.amax(dim=-2, keepdim=True))
 
 
 def _row_max(ex: torch.Tensor) -> torch.Tensor:
     """Detached per-row max (…, L, 1), 0 where not finite."""
-    m = ex.detach().amax(dim=-1, keepdim=True)
-    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return _finite_or_zero(ex.detach().amax(dim=-1, keepdim=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,11 +131,16 @@ def linear_attention(
     *,
     eps: float = 1e-6,
     positive: bool = True,
+    log_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """out = φ(X) (φ(Y)ᵀ [V, 1]) normalized; O(L·M·dv), never forms the L×L matrix."""
+    """out = φ(X) (φ(Y)ᵀ [V, 1]) normalized; O(L·M·dv), never forms the L×L matrix.
+
+    ``eps`` and ``log_scale`` (…, Lx, 1) only matter for signed features
+    (:func:`normalize_attention`).
+    """
     _check_features(phi_x, phi_y, v)
     kv = phi_y.transpose(-1, -2) @ _with_ones(v)  # (…, M, dv + 1)
-    return normalize_attention(phi_x @ kv, eps, positive)
+    return normalize_attention(phi_x @ kv, eps, positive, log_scale)
 
 
 def linear_attention_naive(
@@ -125,22 +150,56 @@ def linear_attention_naive(
     *,
     eps: float = 1e-6,
     positive: bool = True,
+    log_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Reference: K̂ = φ(X) φ(Y)ᵀ explicitly (…, Lx, Ly), out = K̂V / (K̂1 + ε)."""
+    """Reference: K̂ = φ(X) φ(Y)ᵀ explicitly (…, Lx, Ly), out = K̂V / K̂1 (guarded)."""
     _check_features(phi_x, phi_y, v)
     k = phi_x @ phi_y.transpose(-1, -2)
     nd = torch.cat([k @ v, k.sum(-1, keepdim=True)], dim=-1)
-    return normalize_attention(nd, eps, positive)
+    return normalize_attention(nd, eps, positive, log_scale)
+
+
+def _stabilized_exp(
+    ex: torch.Tensor,
+    ey: torch.Tensor,
+    x_mask: torch.Tensor | None,
+    y_mask: torch.Tensor | None,
+    stabilize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(φ̃x, φ̃y) of the per-feature stabilizer (fresh buffers; padding rows 0).
+
+    c_r = max_j ey_jr over valid keys, φ̃y = exp(ey − c), φ̃x = exp(ex + c − max_r(ex + c)):
+    φ̃x_ir φ̃y_jr = exp(ex_ir + ey_jr − M_i) for every r, and den_i ≥ 1 if a key is valid.
+    """
+    if stabilize:
+        c = _feature_key_max(ey, y_mask)
+        phi_x = torch.add(ex, c)
+        phi_x.sub_(_row_max(phi_x))
+        phi_y = torch.sub(ey, c)
+    else:
+        phi_x, phi_y = ex.clone(), ey.clone()
+    phi_x.exp_()
+    phi_y.exp_()
+    if x_mask is not None:
+        phi_x.masked_fill_(~x_mask[..., None], 0.0)
+    if y_mask is not None:
+        phi_y.masked_fill_(~y_mask[..., None], 0.0)
+    return phi_x, phi_y
+
+
+def _safe_den(den: torch.Tensor) -> torch.Tensor:
+    """den where > 0, else 1 (positive features: den = 0 only without valid keys, num = 0)."""
+    return torch.where(den > 0, den, torch.ones_like(den))
 
 
 class _ExpLinearAttention(torch.autograd.Function):
     """Fused exp + linear attention on log-features (hand-written backward).
 
-    Forward: φx = exp(ex − c_x), φy = exp(ey − c_y) (masked rows 0), [num, den] = φx (φyᵀ [V, 1]),
-    out = num / (den + ε). c_x is the per-row max, c_y one max over valid keys (both detached;
-    zero without ``stabilize``). Saves only φx, φy (the exp is done in place on a fresh buffer)
-    and small tensors. Backward, with G = [g / (den+ε), −Σ(g·out) / (den+ε)] (…, Lx, dv + 1):
-    ∂ex = (G KVᵀ) ⊙ φx, ∂KV = φxᵀ G, ∂ey = ([V, 1] ∂KVᵀ) ⊙ φy, ∂V = φy ∂KV[:, :dv].
+    Forward: (φ̃x, φ̃y) of the per-feature stabilizer (:func:`_stabilized_exp`; detached
+    shifts), [num, den] = φ̃x (φ̃yᵀ [V, 1]), out = num / den. Saves only φ̃x, φ̃y (the exp is
+    done in place on fresh buffers) and small tensors. Backward, with
+    G = [g / den, −Σ(g·out) / den] (…, Lx, dv + 1): ∂ex = (G KVᵀ) ⊙ φ̃x, ∂KV = φ̃xᵀ G,
+    ∂ey = ([V, 1] ∂KVᵀ) ⊙ φ̃y, ∂V = φ̃y ∂KV[:, :dv].
     """
 
     @staticmethod
@@ -151,24 +210,13 @@ class _ExpLinearAttention(torch.autograd.Function):
         v: torch.Tensor,
         x_mask: torch.Tensor | None,
         y_mask: torch.Tensor | None,
-        eps: float,
         stabilize: bool,
     ) -> torch.Tensor:
-        if stabilize:
-            phi_x = torch.sub(ex, _row_max(ex))
-            phi_y = torch.sub(ey, _masked_key_max(ey, y_mask))
-        else:
-            phi_x, phi_y = ex.clone(), ey.clone()
-        phi_x.exp_()
-        phi_y.exp_()
-        if x_mask is not None:
-            phi_x.masked_fill_(~x_mask[..., None], 0.0)
-        if y_mask is not None:
-            phi_y.masked_fill_(~y_mask[..., None], 0.0)
+        phi_x, phi_y = _stabilized_exp(ex, ey, x_mask, y_mask, stabilize)
         v1 = _with_ones(v)
         kv = phi_y.transpose(-1, -2) @ v1  # (…, M, dv + 1)
         nd = phi_x @ kv  # (…, Lx, dv + 1)
-        den = nd[..., -1:] + eps
+        den = _safe_den(nd[..., -1:])
         out = nd[..., :-1] / den
         ctx.save_for_backward(phi_x, phi_y, v1, kv, den, out)
         return out
@@ -190,7 +238,7 @@ class _ExpLinearAttention(torch.autograd.Function):
                 g_ey = (v1 @ g_kv.transpose(-1, -2)).mul_(phi_y)
             if need_v:
                 g_v = phi_y @ g_kv[..., :-1]
-        return g_ex, g_ey, g_v, None, None, None, None
+        return g_ex, g_ey, g_v, None, None, None
 
 
 def _check_log_features(
@@ -216,19 +264,19 @@ def exp_linear_attention(
     *,
     x_mask: torch.Tensor | None = None,
     y_mask: torch.Tensor | None = None,
-    eps: float = 1e-6,
     stabilize: bool = True,
 ) -> torch.Tensor:
     """Non-causal attention with positive features φ = exp(e) given their logs (fused, fast).
 
     ``ex`` (…, Lx, M), ``ey`` (…, Ly, M) are log-features (e.g.
     :meth:`~spectra.features.ExponentialFeatureMap.exponents`); masks (…, L) bool, True = real
-    token. With ``stabilize`` each query row is shifted by its max and all keys of a leading
-    index by one max over valid keys (both cancel in the normalization, DESIGN.md §1).
-    Equals :func:`exp_linear_attention_naive` (outputs and gradients) to float rounding.
+    token. With ``stabilize`` keys are shifted by a per-feature max over valid keys and each
+    query row by its max after the compensating per-feature shift (both cancel exactly; the
+    denominator stays ≥ 1). Equals :func:`exp_linear_attention_naive` (outputs and gradients)
+    to float rounding.
     """
     _check_log_features(ex, ey, v, x_mask, y_mask)
-    return _ExpLinearAttention.apply(ex, ey, v.to(ex.dtype), x_mask, y_mask, eps, stabilize)
+    return _ExpLinearAttention.apply(ex, ey, v.to(ex.dtype), x_mask, y_mask, stabilize)
 
 
 def exp_linear_attention_naive(
@@ -238,20 +286,29 @@ def exp_linear_attention_naive(
     *,
     x_mask: torch.Tensor | None = None,
     y_mask: torch.Tensor | None = None,
-    eps: float = 1e-6,
-    stabilize: bool = True,
+    causal: bool = False,
 ) -> torch.Tensor:
-    """Reference for :func:`exp_linear_attention`: plain autograd, explicit L×L kernel."""
+    """Reference for the exponential kernels, in the log domain (no shared stabilizer).
+
+    log K̂_ij = logsumexp_r (ex_ir + ey_jr) (an explicit (…, Lx, Ly, M) tensor: tiny inputs),
+    invalid (masked, or j > i when ``causal``) pairs −∞; out_i = softmax_j(log K̂_ij) V — the
+    estimate K̂V / K̂1 with each row shifted by its own max over j. Queries without a valid key
+    and padded queries give 0.
+    """
     _check_log_features(ex, ey, v, x_mask, y_mask)
-    if stabilize:
-        ex = ex - _row_max(ex)
-        ey = ey - _masked_key_max(ey, y_mask)
-    phi_x, phi_y = ex.exp(), ey.exp()
-    if x_mask is not None:
-        phi_x = torch.where(x_mask[..., None], phi_x, torch.zeros_like(phi_x))
+    log_k = torch.logsumexp(ex[..., :, None, :] + ey[..., None, :, :], dim=-1)
+    invalid = torch.zeros(log_k.shape, dtype=torch.bool, device=log_k.device)
     if y_mask is not None:
-        phi_y = torch.where(y_mask[..., None], phi_y, torch.zeros_like(phi_y))
-    return linear_attention_naive(phi_x, phi_y, v.to(ex.dtype), eps=eps, positive=True)
+        invalid = invalid | ~y_mask[..., None, :]
+    if causal:
+        invalid = invalid | torch.ones_like(invalid).triu(1)
+    has_key = (~invalid).any(dim=-1, keepdim=True)
+    log_k = log_k.masked_fill(invalid | ~has_key, float("-inf")).masked_fill(~has_key, 0.0)
+    weights = torch.softmax(log_k, dim=-1) * has_key
+    out = weights @ v.to(ex.dtype)
+    if x_mask is not None:
+        out = out.masked_fill(~x_mask[..., None], 0.0)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,28 +332,24 @@ def default_chunk_rows(batch: int, features: int, length: int) -> int:
     return max(16, min(max(length, 1), rows))
 
 
-def _valid_key_max(e: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Max of ``e`` (N, c, M) over valid rows and features → (N, 1, 1); −∞ if none is valid."""
-    row = e.amax(dim=-1)
+def _valid_feature_max(e: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-feature max of ``e`` (N, c, M) over valid rows → (N, 1, M); −∞ where none is."""
     if mask is not None:
-        row = row.masked_fill(~mask, float("-inf"))
-    return row.amax(dim=-1)[:, None, None]
-
-
-def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+        e = torch.where(mask[..., None], e, float("-inf"))
+    return e.amax(dim=1, keepdim=True)
 
 
 class _RowwiseExpLinearAttention(torch.autograd.Function):
     """Linear attention with φ = exp(e), e from a row-wise exponent function, by row chunks.
 
-    Forward: keys chunk by chunk, KV = Σ_j φ(y_j) v_jᵀ and z = Σ_j φ(y_j) with an online
-    (running) key max — when a chunk raises the max M, the sums so far are rescaled by
-    exp(M_old − M_new), so the result is that of one global max over valid keys; then queries
-    chunk by chunk, [num, den] = φ(x_i)ᵀ [KV, z] with a per-row max. Nothing of size L×M is
-    stored: backward recomputes each chunk's exponents (with autograd, for the exponent
-    function's gradient) and applies the formulas of :class:`_ExpLinearAttention` chunk-wise.
-    Saved: the inputs, out and den (O(L·(d + dv))) and the small [KV, z].
+    Forward: keys chunk by chunk, KV = Σ_j φ̃(y_j) v_jᵀ and z = Σ_j φ̃(y_j) with a running
+    per-feature key max c (when a chunk raises c_r, feature r of the sums so far is rescaled by
+    exp(c_r,old − c_r,new), so the result is that of one per-feature max over all valid keys);
+    then queries chunk by chunk, e_x + c shifted by its row max, [num, den] = φ̃(x_i)ᵀ [KV, z]
+    (den ≥ 1; :func:`_stabilized_exp`). Nothing of size L×M is stored: backward recomputes each
+    chunk's exponents (with autograd, for the exponent function's gradient) and applies the
+    formulas of :class:`_ExpLinearAttention` chunk-wise. Saved: the inputs, out and den
+    (O(L·(d + dv))) and the small [KV, z] and c.
     """
 
     @staticmethod
@@ -309,7 +362,6 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         fn: ExponentsFn,
         x_mask: torch.Tensor | None,
         y_mask: torch.Tensor | None,
-        eps: float,
         stabilize: bool,
         chunk: int,
         *params: torch.Tensor,
@@ -319,37 +371,38 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         x0, y0 = x[:, :0], y[:, :0]
         features = fn(x0, y0, w)[1].shape[-1]
         kv = x.new_zeros(n, features, dv)
-        z = x.new_zeros(n, features)
-        run = x.new_full((n, 1, 1), float("-inf"))
+        z = x.new_zeros(n, 1, features)
+        run = x.new_full((n, 1, features), float("-inf"))
         for s in range(0, ly, chunk):
             e = fn(x0, y[:, s : s + chunk], w)[1]
             ym = None if y_mask is None else y_mask[:, s : s + chunk]
             if stabilize:
-                new = torch.maximum(run, _valid_key_max(e, ym))
+                new = torch.maximum(run, _valid_feature_max(e, ym))
                 new_eff = _finite_or_zero(new)
                 rescale = torch.where(torch.isfinite(run), (run - new_eff).exp(), 1.0)
-                kv.mul_(rescale)
-                z.mul_(rescale[..., 0])
+                kv.mul_(rescale.transpose(1, 2))
+                z.mul_(rescale)
                 e.sub_(new_eff)
                 run = new
             e.exp_()
             if ym is not None:
                 e.masked_fill_(~ym[..., None], 0.0)
             kv.baddbmm_(e.transpose(1, 2), v[:, s : s + chunk])
-            z.add_(e.sum(dim=1))
+            z.add_(e.sum(dim=1, keepdim=True))
         key_shift = _finite_or_zero(run) if stabilize else torch.zeros_like(run)
-        kvz = torch.cat([kv, z[..., None]], dim=-1)  # (n, M, dv + 1)
+        kvz = torch.cat([kv, z.transpose(1, 2)], dim=-1)  # (n, M, dv + 1)
         out = x.new_empty(n, lx, dv)
         den = x.new_empty(n, lx, 1)
         for s in range(0, lx, chunk):
             e = fn(x[:, s : s + chunk], y0, w)[0]
             if stabilize:
+                e.add_(key_shift)
                 e.sub_(_row_max(e))
             e.exp_()
             if x_mask is not None:
                 e.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
             nd = torch.bmm(e, kvz)
-            den_c = nd[..., -1:] + eps
+            den_c = _safe_den(nd[..., -1:])
             den[:, s : s + chunk] = den_c
             torch.div(nd[..., :-1], den_c, out=out[:, s : s + chunk])
         ctx.fn, ctx.chunk, ctx.stabilize = fn, chunk, stabilize
@@ -368,7 +421,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         params = list(it)
         fn, chunk, stabilize = ctx.fn, ctx.chunk, ctx.stabilize
         need_x, need_y, need_v, need_w = ctx.needs_input_grad[:4]
-        need_p = list(ctx.needs_input_grad[10:])
+        need_p = list(ctx.needs_input_grad[9:])
         x0, y0 = x[:, :0].detach(), y[:, :0].detach()
         w_leaf = w.detach().requires_grad_(need_w)
         extra = ([w_leaf] if need_w else []) + [p for p, need in zip(params, need_p) if need]
@@ -382,7 +435,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
                     acc.add_(gr)
             return grads[0] if need_leaf else None
 
-        # queries: ∂KVZ = Σ φxᵀ G and ∂ex = (G KVZᵀ) ⊙ φx, G = [g/den, −Σ(g·out)/den]
+        # queries: ∂KVZ = Σ φ̃xᵀ G and ∂ex = (G KVZᵀ) ⊙ φ̃x, G = [g/den, −Σ(g·out)/den]
         g_kvz = torch.zeros_like(kvz)
         kvz_t = kvz.transpose(1, 2)
         q_graph = need_x or bool(extra)
@@ -391,7 +444,11 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             xc = x[:, s : s + chunk].detach().requires_grad_(need_x)
             with torch.set_grad_enabled(q_graph):
                 e = fn(xc, y0, w_leaf)[0]
-            p = e.detach() - _row_max(e) if stabilize else e.detach().clone()
+            if stabilize:
+                p = e.detach() + key_shift
+                p.sub_(_row_max(p))
+            else:
+                p = e.detach().clone()
             p.exp_()
             if x_mask is not None:
                 p.masked_fill_(~x_mask[:, s : s + chunk, None], 0.0)
@@ -403,7 +460,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
                 gx_c = accumulate(e, xc, need_x, torch.bmm(gc, kvz_t).mul_(p))
                 if need_x:
                     g_x[:, s : s + chunk] = gx_c
-        # keys: ∂ey = (V ∂KVᵀ + ∂z) ⊙ φy, ∂V = φy ∂KV
+        # keys: ∂ey = (V ∂KVᵀ + ∂z) ⊙ φ̃y, ∂V = φ̃y ∂KV
         k_graph = need_y or bool(extra)
         g_y = torch.empty_like(y) if need_y else None
         g_v = torch.empty_like(v) if need_v else None
@@ -428,7 +485,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
         it_extra = iter(g_extra)
         g_w = next(it_extra) if need_w else None
         g_params = [next(it_extra) if need else None for need in need_p]
-        return (g_x, g_y, g_v, g_w, None, None, None, None, None, None, *g_params)
+        return (g_x, g_y, g_v, g_w, None, None, None, None, None, *g_params)
 
 
 def _flatten_leading(t: torch.Tensor, lead: torch.Size, n: int) -> torch.Tensor:
@@ -462,7 +519,6 @@ def rowwise_exp_linear_attention(
     *,
     x_mask: torch.Tensor | None = None,
     y_mask: torch.Tensor | None = None,
-    eps: float = 1e-6,
     stabilize: bool = True,
     chunk_rows: int | None = None,
     params: Sequence[torch.Tensor] = (),
@@ -501,7 +557,7 @@ def rowwise_exp_linear_attention(
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     out = _RowwiseExpLinearAttention.apply(
-        xs, ys, vs, w, exponents, xm, ym, eps, stabilize, chunk_rows, *params
+        xs, ys, vs, w, exponents, xm, ym, stabilize, chunk_rows, *params
     )
     return out.reshape(*lead, lx, dv)
 
@@ -526,36 +582,70 @@ def causal_linear_attention(
     chunk_size: int = 128,
     eps: float = 1e-6,
     positive: bool = True,
+    x_log_scale: torch.Tensor | None = None,
+    y_log_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal linear attention by chunks of C = ``chunk_size`` positions.
+    """Causal linear attention by chunks of C = ``chunk_size`` positions, with a running key max.
 
-    Inside a chunk: the masked quadratic form tril(φX_c φY_cᵀ) [V_c, 1]; across chunks: the
-    carried state S_c = Σ_{chunks c' < c} φY_c'ᵀ [V_c', 1] (an exclusive prefix sum over chunk
-    sums). Memory O(L·C + (L/C)·M·dv): the L×M×dv prefix tensor is never formed. L need not be
-    a multiple of C (the tail is zero-padded).
+    Features are log-scaled: φ(x_i) = φx_i · exp(sx_i), φ(y_j) = φy_j · exp(sy_j) with
+    ``x_log_scale`` sx (…, L, 1) and ``y_log_scale`` sy (…, L, 1) (None: 0; padded keys
+    sy = −∞). With the running max t_i = max_{j≤i} sy_j (detached), every term is computed as
+    φx_iᵀφy_j · exp(sy_j − t_i) ≤ |φx_i||φy_j|, so nothing overflows, and the [num, den] of
+    query i — scaled by exp(−sx_i − t_i), a constant of row i — depends on keys j ≤ i only:
+    no output sees a later token, at any chunk size (the leak of one max over the sequence).
+
+    Inside a chunk: the masked quadratic form (φX_c φY_cᵀ ⊙ D) [V_c, 1] with
+    D_ij = exp(sy_j − t_i) for j ≤ i, else 0; across chunks: the state
+    S_c = Σ_{j < start(c)} exp(sy_j − T_c) φy_j [v_j, 1]ᵀ at the max T_c of the keys before the
+    chunk, carried forward with the online-softmax rescaling S ← S·exp(T_c − T_{c+1}) + …, and
+    entering query i as exp(T_c − t_i) φx_iᵀ S_c. Memory O(L·C + (L/C)·M·dv).
     """
     _check_causal(phi_x, phi_y, v)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     length = phi_x.shape[-2]
+    lead = phi_x.shape[:-2]
     c = min(chunk_size, max(length, 1))
     n = math.ceil(length / c)
     pad = n * c - length
-    v1 = _with_ones(v)
-    if pad:
-        phi_x, phi_y, v1 = (F.pad(t, (0, 0, 0, pad)) for t in (phi_x, phi_y, v1))
-    lead = phi_x.shape[:-2]
-    qx = phi_x.reshape(*lead, n, c, phi_x.shape[-1])
-    ky = phi_y.reshape(*lead, n, c, phi_y.shape[-1])
-    vv = v1.reshape(*lead, n, c, v1.shape[-1])
-    chunk_kv = ky.transpose(-1, -2) @ vv  # (…, n, M, dv + 1)
-    state = torch.cat(
-        [torch.zeros_like(chunk_kv[..., :1, :, :]), chunk_kv[..., :-1, :, :].cumsum(dim=-3)],
-        dim=-3,
-    )  # exclusive prefix sum over chunks
-    intra = (qx @ ky.transpose(-1, -2)).tril() @ vv  # (…, n, C, dv + 1)
-    nd = (qx @ state + intra).reshape(*lead, n * c, v1.shape[-1])[..., :length, :]
-    return normalize_attention(nd, eps, positive)
+    zeros = phi_y.new_zeros((*lead, length, 1))
+    sx = zeros if x_log_scale is None else x_log_scale.expand(*lead, length, 1)
+    sy = zeros if y_log_scale is None else y_log_scale.expand(*lead, length, 1)
+    v1 = _with_ones(v.to(phi_x.dtype))
+    # running key max t_i (…, L), detached; −∞ until the first valid key
+    sy_d = sy.detach()[..., 0]
+    t = sy_d.cummax(dim=-1).values if length else sy_d
+    t_eff = _finite_or_zero(t)
+
+    def chunks(a: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        if pad:
+            a = torch.cat([a, a.new_full((*a.shape[:-2], pad, a.shape[-1]), fill)], dim=-2)
+        return a.reshape(*lead, n, c, a.shape[-1])
+
+    qx, ky, vv = chunks(phi_x), chunks(phi_y), chunks(v1)
+    sy_c = chunks(sy, float("-inf"))[..., 0]  # (…, n, C)
+    t_c = chunks(t_eff[..., None])[..., 0]  # (…, n, C); padded queries are dropped below
+    # intra-chunk: D_ij = exp(sy_j − t_i) for j ≤ i (≤ 1), 0 above the diagonal
+    tri = torch.ones(c, c, dtype=torch.bool, device=phi_x.device).tril()
+    decay = torch.where(tri, (sy_c[..., None, :] - t_c[..., :, None]).clamp_max(0.0), -math.inf)
+    intra = ((qx @ ky.transpose(-1, -2)) * decay.exp()) @ vv  # (…, n, C, dv + 1)
+    # chunk sums at the max after each chunk, then the carried state
+    t_end = t_c[..., -1:]  # (…, n, 1): T_{c+1}, the max of keys up to the chunk's end
+    if pad:  # the last chunk's end is a padded slot: its t is that of the last real key
+        t_end = torch.cat([t_end[..., :-1, :], t_eff[..., -1:, None]], dim=-2) if n else t_end
+    scaled_keys = ky * (sy_c - t_end).exp()[..., None]  # (…, n, C, M)
+    sums = scaled_keys.transpose(-1, -2) @ vv  # (…, n, M, dv + 1)
+    states = [torch.zeros_like(sums[..., :1, :, :])]
+    for i in range(n - 1):
+        ratio = (t_end[..., i - 1, :] - t_end[..., i, :]).clamp_max(0.0).exp() if i else None
+        prev = states[-1] if ratio is None else states[-1] * ratio[..., None, None]
+        states.append(prev + sums[..., i : i + 1, :, :])
+    state = torch.cat(states, dim=-3) if n else sums  # S_c at scale T_c = t_end[c − 1]
+    t_start = torch.cat([torch.zeros_like(t_end[..., :1, :]), t_end[..., :-1, :]], dim=-2)
+    carry = (t_start - t_c).clamp_max(0.0).exp()[..., None]  # (…, n, C, 1): exp(T_c − t_i)
+    nd = (qx @ state) * carry + intra
+    nd = nd.reshape(*lead, n * c, v1.shape[-1])[..., :length, :]
+    return normalize_attention(nd, eps, positive, sx + t_eff[..., None])
 
 
 def causal_linear_attention_prefix_naive(

@@ -1,10 +1,19 @@
 """Base classes of component functions (feature maps) φ with E[φ(x)ᵀφ(y)] = exp(xᵀy).
 
-Stabilizers (DESIGN.md §1), which leave attention outputs unbiased:
-queries subtract a per-row max of their exponent (cancels between numerator and denominator of
-that row); keys subtract one detached max over all valid keys and features of the (batch, head)
-(a common factor of numerator and denominator). Padding keys are excluded from maxima and data
-statistics, and their features are zeroed *after* the map (φ(0) ≠ 0).
+Every map gives its features in *log-scaled* form, φ(t_i) = u_i · exp(s_i) with a bounded
+u_i (…, L, M) and one real log-scale s_i (…, L, 1) per row (:meth:`FeatureMap.scaled`); padding
+rows have u = 0 and s = −∞. Attention never needs exp(s) itself, only differences of the s,
+so nothing overflows or underflows because of a row's overall size:
+
+* non-causal (:meth:`FeatureMap.stabilized`): keys are divided by one common constant, the max
+  of their log-scales over valid keys of the (batch, head), and each query row by its own
+  constant. Exponential maps do better (:class:`ExponentialFeatureMap`): one constant per
+  *feature* on the keys, compensated on the query side (φ(x_i)_r φ(y_j)_r is unchanged), which
+  keeps every denominator ≥ 1 (see :mod:`spectra.ops.linear`);
+* causal: the key constant of query i is the running max over keys j ≤ i only
+  (:func:`~spectra.ops.causal_linear_attention`), so no output depends on a later token.
+
+All these constants are detached and cancel exactly in normalized attention.
 """
 
 from __future__ import annotations
@@ -14,19 +23,37 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-__all__ = ["ExponentialFeatureMap", "FeatureMap", "expand_mask", "masked_amax"]
+__all__ = [
+    "ExponentialFeatureMap",
+    "FeatureMap",
+    "expand_mask",
+    "finite_or_zero",
+    "mask_rows",
+    "masked_amax",
+]
+
+Scaled = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def masked_amax(e: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...]) -> torch.Tensor:
     """Max of ``e`` over ``dims`` ignoring rows where ``mask`` (…, L) is False; 0 if all masked.
 
     ``e`` has shape (…, L, m); the result keeps reduced dims (for broadcasting) and is detached.
+    An empty reduction (L = 0) gives 0.
     """
     e = e.detach()
     if mask is not None:
         e = e.masked_fill(~mask[..., None], float("-inf"))
+    if any(e.shape[dim] == 0 for dim in dims):
+        shape = [1 if i in {d % e.dim() for d in dims} else n for i, n in enumerate(e.shape)]
+        return e.new_zeros(shape)
     m = e.amax(dim=dims, keepdim=True)
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+
+
+def finite_or_zero(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with non-finite entries (e.g. the −∞ max of no valid token) replaced by 0."""
+    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
 
 
 def expand_mask(mask: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor | None:
@@ -56,8 +83,21 @@ def _check_mask(name: str, label: str, t: torch.Tensor, mask: torch.Tensor | Non
         )
 
 
+def mask_rows(
+    u: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padding rows (mask False) → u = 0, s = −∞."""
+    if mask is None:
+        return u, s
+    keep = mask[..., None]
+    return (
+        torch.where(keep, u, torch.zeros_like(u)),
+        torch.where(keep, s, torch.full_like(s, float("-inf"))),
+    )
+
+
 class FeatureMap(nn.Module):
-    """A component function: ``forward(x, y, w) -> (φ(x), φ(y))``.
+    """A component function φ, given as log-scaled features (:meth:`scaled`).
 
     ``x`` (…, Lx, d) are queries and ``y`` (…, Ly, d) keys, both already scaled by d^(-1/4);
     ``w`` is the (m, d) weight matrix (leading batch dims broadcast). Masks are bool (…, L),
@@ -65,6 +105,10 @@ class FeatureMap(nn.Module):
     Computation runs in float32 (float64 stays float64) with autocast disabled; data statistics
     of data-dependent maps are computed over valid tokens, per leading index (batch, head), and
     detached. Padding rows of φ are exactly zero.
+
+    A subclass implements :meth:`_scaled` — (u_x, s_x, u_y, s_y) with φ = u · exp(s), u bounded
+    (e.g. |u| ≤ 1) and s (…, L, 1) — and may override :meth:`_stabilized` (see
+    :class:`ExponentialFeatureMap`) and :meth:`_natural`.
     """
 
     data_dependent: ClassVar[bool] = False
@@ -74,6 +118,7 @@ class FeatureMap(nn.Module):
         """Number of features φ produces from m = ``num_features`` rows of W."""
         return num_features
 
+    # -- public API (validates, casts, disables autocast, zeroes padding rows) -------------------
     def forward(
         self,
         x: torch.Tensor,
@@ -87,31 +132,65 @@ class FeatureMap(nn.Module):
         """(φ(x) (…, Lx, M), φ(y) (…, Ly, M)), M = ``output_dim(m)``.
 
         With ``stabilize=False`` the features are exact: φ(x)ᵀφ(y) is the kernel estimate.
-        With ``stabilize=True`` each query row is scaled by its own constant and all keys of a
-        (batch, head) by one common constant, so normalized attention is unchanged.
+        With ``stabilize=True`` they are those of :meth:`stabilized`: φ(x_i)ᵀφ(y_j) is the
+        estimate times a constant of row i, so normalized attention is unchanged.
         """
-        self._check_inputs(x, y, w, x_mask, y_mask)
-        x_mask, y_mask = expand_mask(x_mask, x), expand_mask(y_mask, y)
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x, y, w = x.to(dtype), y.to(dtype), w.to(dtype)
-            phi_x, phi_y = self._features(x, y, w, x_mask, y_mask, stabilize)
-            if x_mask is not None:
-                phi_x = torch.where(x_mask[..., None], phi_x, torch.zeros_like(phi_x))
-            if y_mask is not None:
-                phi_y = torch.where(y_mask[..., None], phi_y, torch.zeros_like(phi_y))
-        return phi_x, phi_y
+        if stabilize:
+            return self.stabilized(x, y, w, x_mask, y_mask)[:2]
+        return self._run(self._natural, x, y, w, x_mask, y_mask)
 
-    def _features(
+    def scaled(
         self,
         x: torch.Tensor,
         y: torch.Tensor,
         w: torch.Tensor,
-        x_mask: torch.Tensor | None,
-        y_mask: torch.Tensor | None,
-        stabilize: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        x_mask: torch.Tensor | None = None,
+        y_mask: torch.Tensor | None = None,
+    ) -> Scaled:
+        """(u_x, s_x, u_y, s_y): φ(x_i) = u_x,i · exp(s_x,i), likewise for y; u (…, L, M)
+        bounded, s (…, L, 1); padding rows u = 0, s = −∞."""
+        return self._run(self._scaled, x, y, w, x_mask, y_mask)
+
+    def stabilized(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        w: torch.Tensor,
+        x_mask: torch.Tensor | None = None,
+        y_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(φ̃(x), φ̃(y), c) with φ(x_i)ᵀφ(y_j) = φ̃(x_i)ᵀφ̃(y_j) · exp(c_i), c (…, Lx, 1).
+
+        The non-causal stabilizer: the constants only look at valid keys of the same
+        (batch, head), and φ̃ stays in range (no overflow; see the subclass for underflow).
+        """
+        return self._run(self._stabilized, x, y, w, x_mask, y_mask)
+
+    def _run(self, method, x, y, w, x_mask, y_mask):  # type: ignore[no-untyped-def]
+        self._check_inputs(x, y, w, x_mask, y_mask)
+        x_mask, y_mask = expand_mask(x_mask, x), expand_mask(y_mask, y)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return method(x.to(dtype), y.to(dtype), w.to(dtype), x_mask, y_mask)
+
+    # -- what subclasses implement ---------------------------------------------------------------
+    def _scaled(self, x, y, w, x_mask, y_mask) -> Scaled:  # type: ignore[no-untyped-def]
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement _scaled(x, y, w, x_mask, y_mask) -> "
+            "(u_x, s_x, u_y, s_y) with φ = u · exp(s) (or subclass ExponentialFeatureMap and "
+            "implement exponents())"
+        )
+
+    def _natural(self, x, y, w, x_mask, y_mask) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[no-untyped-def]
+        """Exact features u · exp(s) (0 on padding rows)."""
+        ux, sx, uy, sy = self._scaled(x, y, w, x_mask, y_mask)
+        return _times_exp(ux, sx), _times_exp(uy, sy)
+
+    def _stabilized(self, x, y, w, x_mask, y_mask):  # type: ignore[no-untyped-def]
+        """Keys divided by exp(T), T = max of s_y over valid keys; queries by exp(s_x,i)."""
+        ux, sx, uy, sy = self._scaled(x, y, w, x_mask, y_mask)
+        top = masked_amax(sy, y_mask, (-2, -1))  # (…, 1, 1)
+        return ux, _times_exp(uy, sy - top), sx + top
 
     def _check_inputs(
         self,
@@ -139,13 +218,25 @@ class FeatureMap(nn.Module):
         _check_mask(name, "y_mask", y, y_mask)
 
 
+def _times_exp(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """u · exp(s), exactly 0 where s = −∞ (padding) whatever u is."""
+    return torch.where(torch.isneginf(s), torch.zeros_like(u), u * s.exp())
+
+
 class ExponentialFeatureMap(FeatureMap):
     """Positive maps φ(x) = exp(e(x)) whose log-features ``e`` come from :meth:`exponents`.
 
     ``exponents`` returns the exact log-features (all constants included, e.g. −½ log m), so
-    Σ exp(e_x + e_y) over features is the kernel estimate. The stabilizers are applied here, in
-    one place: queries subtract their per-row max, keys one detached max over all valid keys and
-    features of each (batch, head); padding rows get exponent −∞ (feature exactly 0).
+    Σ exp(e_x + e_y) over features is the kernel estimate. Log-scaled form: s_i = max_r e_ir,
+    u_i = exp(e_i − s_i) ∈ (0, 1]. Non-causal stabilizer (:meth:`stabilized`), per feature::
+
+        c_r = max_j e_y,jr (valid keys),   φ̃(y_j)_r = exp(e_y,jr − c_r),
+        M_i = max_r (e_x,ir + c_r),        φ̃(x_i)_r = exp(e_x,ir + c_r − M_i),
+
+    so φ̃(x_i)_r φ̃(y_j)_r = exp(e_x,ir + e_y,jr − M_i) for every r, and the denominator
+    Σ_r φ̃(x_i)_r Σ_j φ̃(y_j)_r ≥ 1 whenever a key is valid (the feature r* where the query max
+    is reached has φ̃(x_i)_r* = 1 and Σ_j φ̃(y_j)_r* ≥ 1): it cannot underflow, at any input
+    scale. Padding rows get exponent −∞ (feature exactly 0) and never enter the maxima.
 
     Row-wise form: every map splits into detached data statistics s = :meth:`statistics`
     (over all valid tokens, O(L·d); none for data-independent maps) and log-features that are
@@ -203,13 +294,30 @@ class ExponentialFeatureMap(FeatureMap):
         overridden = type(self).rowwise_exponents is not ExponentialFeatureMap.rowwise_exponents
         return overridden or not self.data_dependent
 
-    def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
+    def _masked_exponents(self, x, y, w, x_mask, y_mask):  # type: ignore[no-untyped-def]
         ex, ey = self.exponents(x, y, w, x_mask, y_mask)
-        if stabilize:
-            ex = ex - masked_amax(ex, x_mask, (-1,))
-            ey = ey - masked_amax(ey, y_mask, (-2, -1))
         if x_mask is not None:
             ex = ex.masked_fill(~x_mask[..., None], float("-inf"))
         if y_mask is not None:
             ey = ey.masked_fill(~y_mask[..., None], float("-inf"))
+        return ex, ey
+
+    def _scaled(self, x, y, w, x_mask, y_mask) -> Scaled:  # type: ignore[no-untyped-def]
+        out: list[torch.Tensor] = []
+        for e, mask in zip(self._masked_exponents(x, y, w, x_mask, y_mask), (x_mask, y_mask)):
+            top = masked_amax(e, mask, (-1,))
+            if mask is not None:
+                top = top.masked_fill(~mask[..., None], float("-inf"))
+            out += [(e - finite_or_zero(top)).exp(), top]
+        return out[0], out[1], out[2], out[3]
+
+    def _natural(self, x, y, w, x_mask, y_mask):  # type: ignore[no-untyped-def]
+        ex, ey = self._masked_exponents(x, y, w, x_mask, y_mask)
         return ex.exp(), ey.exp()
+
+    def _stabilized(self, x, y, w, x_mask, y_mask):  # type: ignore[no-untyped-def]
+        ex, ey = self._masked_exponents(x, y, w, x_mask, y_mask)
+        c = masked_amax(ey, y_mask, (-2,))  # (…, 1, M): one constant per feature
+        ex = ex + c
+        top = masked_amax(ex, x_mask, (-1,))  # (…, Lx, 1)
+        return (ex - top).exp(), (ey - c).exp(), top

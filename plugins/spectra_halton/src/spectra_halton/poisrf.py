@@ -35,9 +35,9 @@ gradient through this map (learnable samplers do not learn with it).
 
 Sign. x_l^k < 0 for x_l < 0 and odd k: the features are NOT positive (like ``trig``), and
 attention denominators can be ≈ 0 or negative. Features are computed as sign · exp(log-magnitude)
-with log|f| = Σ_l λ_l/2 + ω_l (log|x_l| − ½ log λ_l); the stabilizer subtracts a per-row max of
-the log-magnitude on queries and one detached max over all valid keys and features of a
-(batch, head) on keys (positive common factors: normalized attention is unchanged). x_l = 0 gives
+with log|f| = Σ_l λ_l/2 + ω_l (log|x_l| − ½ log λ_l), given to the framework in log-scaled form
+φ = u · exp(s) (s = a row's max log-magnitude, detached; ``FeatureMap.scaled``), so the
+framework's stabilizers and its denominator guard apply unchanged. x_l = 0 gives
 0^0 = 1 and 0^k = 0 (k ≥ 1) exactly; the gradient at x_l = 0 is taken as 0 (a null set).
 """
 
@@ -48,6 +48,7 @@ import math
 import torch
 
 from spectra.features import FeatureMap
+from spectra.features.maps.base import mask_rows
 from spectra.registry import FEATURE_MAPS
 
 __all__ = ["PoissonRandomFeatures", "optimal_rate", "poisrf_log_second_moment", "poisson_icdf"]
@@ -186,7 +187,8 @@ class PoissonRandomFeatures(FeatureMap):
         counts = poisson_icdf(u.transpose(-1, -2), lam.detach(), v.transpose(-1, -2))
         return counts.transpose(-1, -2)
 
-    def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
+    def _scaled(self, x, y, w, x_mask, y_mask):  # type: ignore[override]
+        """Log-scaled form φ = u · exp(s): s = a row's max log-magnitude, u = sign · exp(e − s)."""
         m = w.shape[-2]
         lam = self.rates(x, y, x_mask, y_mask)  # (…, d)
         omega = self.counts(w, lam).to(x.dtype)  # (…, m, d)
@@ -195,17 +197,14 @@ class PoissonRandomFeatures(FeatureMap):
         const = 0.5 * (lam.sum(-1)[..., None] - (omega * log_lam).sum(-1)) - 0.5 * math.log(m)
         const = const[..., None, :]  # (…, 1, m)
         omega_t = omega.transpose(-1, -2)
-        out = []
-        for t, mask, dims in ((x, x_mask, (-1,)), (y, y_mask, (-2, -1))):
+        out: list[torch.Tensor] = []
+        for t, mask in ((x, x_mask), (y, y_mask)):
             log_abs, negative = _log_abs_and_negative(t)
             e = log_abs @ omega_t + const  # (…, L, m)
             sign = 1.0 - 2.0 * torch.remainder(negative @ omega_t, 2.0)
-            if stabilize:  # queries: per-row max; keys: one max per (batch, head)
-                e = e - _masked_amax(e, mask, dims)
-            if mask is not None:
-                e = e.masked_fill(~mask[..., None], -math.inf)
-            out.append(sign * e.exp())
-        return out[0], out[1]
+            top = _masked_amax(e, None, (-1,))  # (…, L, 1), detached
+            out += mask_rows(sign * (e - top).exp(), top, mask)
+        return out[0], out[1], out[2], out[3]
 
     def extra_repr(self) -> str:
         return f"lam={self.lam}"
