@@ -210,10 +210,11 @@ def _saderf_m2(fm: FeatureMap, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def _sderf_m2(fm: FeatureMap, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """4 log D − ½ Σ_l log(1−8A_l) + 2 (x+y)ᵀBᵀ diag(1/(1−8A)) B(x+y) − ‖x‖² − ‖y‖²."""
+    """4 log D − ½ log det(I−8A) + 2 (x+y)ᵀBᵀ(I−8A)⁻¹B(x+y) − ‖x‖² − ‖y‖² (A ≼ 0 here)."""
     a, b, log_d = sderf_parameters(x, y)
-    inner = b.transpose(-1, -2) @ (b / (1.0 - 8.0 * a)[..., :, None])
-    const = 4.0 * log_d - 0.5 * torch.log1p(-8.0 * a).sum(-1)
+    i_minus_8a = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - 8.0 * a
+    inner = b.transpose(-1, -2) @ torch.linalg.solve(i_minus_8a, b)
+    const = 4.0 * log_d - 0.5 * torch.linalg.slogdet(i_minus_8a).logabsdet
     return const[..., None, None] + 2.0 * _pairwise_quadratic(x, y, inner) - _sq_norms(x, y)
 
 

@@ -75,12 +75,14 @@ def _ref_sderf(x, y, w):
     p = z.T @ z / z.shape[0]
     lam, q = torch.linalg.eigh(p)
     a = torch.tensor([optimal_a(v.item()).item() for v in lam], dtype=F64)
-    b = torch.diag((1 - 4 * a).sqrt()) @ q.T
+    a_mat = q @ torch.diag(a) @ q.T
+    b = q @ torch.diag((1 - 4 * a).sqrt()) @ q.T
     log_d = 0.25 * torch.log(1 - 4 * a).sum()
     m = w.shape[0]
 
     def f(t):
-        e = (w * w) @ a + t @ (w @ b).T - 0.5 * (t * t).sum(-1, keepdim=True) + log_d
+        quad = torch.stack([w_r @ a_mat @ w_r for w_r in w])  # ω_rᵀAω_r
+        e = quad + t @ (b @ w.T) - 0.5 * (t * t).sum(-1, keepdim=True) + log_d
         return e.exp() / math.sqrt(m)
 
     return f(x), f(y)
@@ -360,7 +362,10 @@ def test_gerf_validates_a():
     for bad in (0.25, 0.3, float("nan"), float("inf"), "0.1", None, True):
         with pytest.raises(ValueError, match="A"):
             FEATURE_MAPS.build("gerf", A=bad)
-    assert FEATURE_MAPS.build("gerf", A=0.2).A == 0.2  # unbiased, infinite variance (A ≥ 1/8)
+    for infinite_variance in (0.125, 0.2, 0.2499):  # unbiased, but infinite variance
+        with pytest.raises(ValueError, match=r"A must be < 1/8, .*variance is infinite"):
+            FEATURE_MAPS.build("gerf", A=infinite_variance)
+    assert FEATURE_MAPS.build("gerf", A=0.12).A == 0.12
     assert FEATURE_MAPS.build("gerf", A=0).A == 0.0
     assert math.isinf(gerf_log_second_moment(torch.ones(1, 3), torch.ones(1, 3), 0.2).item())
 
@@ -383,19 +388,48 @@ def _anisotropic(seed):
 
 
 def test_sderf_parameters_as_specified():
-    """A_l = A*(Λ_l) for P = QΛQᵀ, B = diag(√(1−4A_l))Qᵀ, D = Π(1−4A_l)^(1/4), and
-    Bᵀ(I − 4A)⁻¹B = I (the unbiasedness condition)."""
+    """a_l = A*(Λ_l) for P = QΛQᵀ, A = Q diag(a) Qᵀ, B = Q diag(√(1−4a)) Qᵀ, D = Π(1−4a_l)^(1/4),
+    and the unbiasedness conditions Bᵀ(I − 4A)⁻¹B = I, D² det(I − 4A)^(−1/2) = 1."""
     x, y = _anisotropic(25)
     a, b, log_d = sderf_parameters(x, y)
     z = _brute_pairs(x, y)
     lam, q = torch.linalg.eigh(z.T @ z / z.shape[0])
-    torch.testing.assert_close(a, optimal_a(lam))
-    assert (a <= 0).all() and a.std() > 1e-3  # anisotropic data: distinct A_l
-    torch.testing.assert_close(b.T @ torch.diag(1 / (1 - 4 * a)) @ b, torch.eye(5, dtype=F64))
-    torch.testing.assert_close(b @ b.T, torch.diag(1 - 4 * a))
-    torch.testing.assert_close(log_d, 0.25 * torch.log(1 - 4 * a).sum())
-    # B's rows are the eigenvectors (up to sign) scaled by √(1−4A_l)
-    torch.testing.assert_close((b / (1 - 4 * a).sqrt()[:, None]).abs(), q.T.abs())
+    a_l = optimal_a(lam)
+    assert (a_l <= 0).all() and a_l.std() > 1e-3  # anisotropic data: distinct a_l
+    torch.testing.assert_close(a, q @ torch.diag(a_l) @ q.T)
+    torch.testing.assert_close(b, q @ torch.diag((1 - 4 * a_l).sqrt()) @ q.T)
+    torch.testing.assert_close(log_d, 0.25 * torch.log(1 - 4 * a_l).sum())
+    assert torch.equal(a, a.T) and torch.equal(b, b.T)
+    eye = torch.eye(5, dtype=F64)
+    torch.testing.assert_close(b.T @ torch.linalg.solve(eye - 4 * a, b), eye)
+    log_norm = 2 * log_d - 0.5 * torch.logdet(eye - 4 * a)  # log(D² det(I − 4A)^(−1/2))
+    torch.testing.assert_close(log_norm, torch.zeros((), dtype=F64))
+
+
+def _with_second_moment(lam, q, n, seed):
+    """n points x with mean 0 and mean xxᵀ = Q diag(λ/2) Qᵀ, so that P(x, x) = Q diag(λ) Qᵀ."""
+    x = torch.randn(n, q.shape[0], generator=_gen(seed), dtype=F64)
+    x = x - x.mean(0)
+    x = x @ torch.linalg.inv(torch.linalg.cholesky(x.T @ x / n)).T  # mean xxᵀ = I
+    return x @ torch.diag((lam / 2).sqrt()) @ q.T
+
+
+def test_sderf_parameters_do_not_depend_on_the_eigenbasis():
+    """A and B are functions of P alone: another eigenbasis of P (flipped signs, a rotation
+    inside a repeated eigenvalue's eigenspace) gives the same Q diag(·) Qᵀ. The former form,
+    B = diag(√(1−4a))Qᵀ with Σ_l a_l ω_l², changed with the basis eigh happened to return."""
+    d = 6
+    q = torch.linalg.qr(torch.randn(d, d, generator=_gen(26), dtype=F64))[0]
+    lam = torch.tensor([0.3, 0.3, 0.3, 1.0, 2.0, 4.0], dtype=F64)  # a triple eigenvalue
+    x = _with_second_moment(lam, q, 40, seed=27)
+    a, b, _ = sderf_parameters(x, x)
+    a_l, b_l = optimal_a(lam), (1 - 4 * optimal_a(lam)).sqrt()
+    flipped = q * torch.tensor([1.0, -1.0, 1.0, -1.0, -1.0, 1.0], dtype=F64)
+    turn = torch.linalg.qr(torch.randn(3, 3, generator=_gen(28), dtype=F64))[0]
+    rotated = torch.cat([q[:, :3] @ turn, q[:, 3:]], dim=1)
+    for basis in (q, flipped, rotated):
+        torch.testing.assert_close(a, basis @ torch.diag(a_l) @ basis.T)
+        torch.testing.assert_close(b, basis @ torch.diag(b_l) @ basis.T)
 
 
 def test_sderf_unbiased_by_monte_carlo():
@@ -412,9 +446,11 @@ def test_sderf_unbiased_by_monte_carlo():
 def test_sderf_variance_not_above_oprf():
     """OPRF is SDERF with isotropic A, so SDERF's optimal mean log second moment is ≤ OPRF's."""
     x, y = _anisotropic(29)
-    a, b, _ = sderf_parameters(x, y)
+    z = _brute_pairs(x, y)
+    lam, q = torch.linalg.eigh(z.T @ z / z.shape[0])
+    a = optimal_a(lam)  # eigenvalues of SDERF's A (1-D OPRF problems in P's eigenbasis)
     xs, ys = x[:, None, :], y[None, :, :]
-    bz = (xs + ys) @ b.T / (1 - 4 * a).sqrt()  # Qᵀz
+    bz = (xs + ys) @ q  # Qᵀz
     sderf = (
         (torch.log1p(-4 * a) - 0.5 * torch.log1p(-8 * a)).sum()
         + 2 * ((1 - 4 * a) / (1 - 8 * a) * bz.square()).sum(-1)

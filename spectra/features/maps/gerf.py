@@ -12,7 +12,8 @@ For ω ~ N(0, I_d) and A < 1/4::
     E[f(ω,x)² f(ω,y)²] = (1 − 4A)^d (1 − 8A)^(−d/2) exp(2(1 − 4A)‖x + y‖²/(1 − 8A) − ‖x‖² − ‖y‖²),
 
 finite only for A < 1/8 (:func:`gerf_log_second_moment`); with m iid features the variance of
-the estimate is (that − exp(2xᵀy)) / m.
+the estimate is (that − exp(2xᵀy)) / m. The map therefore accepts only A < 1/8
+(:func:`check_gerf_a`).
 """
 
 from __future__ import annotations
@@ -67,13 +68,23 @@ def gerf_log_second_moment(
 
 
 def check_gerf_a(a: object) -> float:
-    """Validate a GERF parameter A (a real number < 1/4) and return it as a float."""
+    """Validate a GERF parameter A (a real number < 1/8) and return it as a float.
+
+    A < 1/4 makes f well defined and unbiased; A < 1/8 is also needed for a finite variance
+    (E[f²f²] ∝ (1 − 8A)^(−d/2)), so 1/8 ≤ A < 1/4 is rejected too.
+    """
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
-        raise ValueError(f"gerf: A must be a finite real number < 1/4, got {a!r}")
+        raise ValueError(f"gerf: A must be a finite real number < 1/8, got {a!r}")
     if a >= 0.25:
         raise ValueError(
             f"gerf: A must be < 1/4 (B = √(1−4A) and D = (1−4A)^(d/4) need 1−4A > 0), got A={a}; "
-            "finite variance needs A < 1/8, and A ≤ 0 keeps features bounded"
+            "gerf accepts A < 1/8 (finite variance), and A ≤ 0 keeps features bounded"
+        )
+    if a >= 0.125:
+        raise ValueError(
+            f"gerf: A must be < 1/8, got A={a}: for 1/8 ≤ A < 1/4 the estimate is unbiased but its "
+            "variance is infinite (E[f(ω,x)² f(ω,y)²] contains E[exp(4A‖ω‖²)] = ∞ for "
+            "ω ~ N(0, I)); use A < 1/8, and A ≤ 0 keeps features bounded"
         )
     return float(a)
 
@@ -82,10 +93,10 @@ def check_gerf_a(a: object) -> float:
 class GeneralizedExponentialFeatures(ExponentialFeatureMap):
     """GERF φ(x) = m^(-1/2) D exp(A‖ω‖² + B ωᵀx − ‖x‖²/2), fixed A (arXiv 2205.15317).
 
-    ``A`` < 1/4 is required for unbiasedness, A < 1/8 for finite variance; A ≤ 0 keeps the
-    exponent bounded above in ω. The default A = −0.1 is close to the optimal A* of
-    FAVOR++ for typical attention inputs (ρ ≈ 2/√d, d ≈ 64); a fixed A is data-independent,
-    hence usable in causal attention (``oprf`` picks A* from the data instead).
+    ``A`` < 1/4 is required for unbiasedness and A < 1/8 for finite variance, so A < 1/8 is
+    required; A ≤ 0 keeps the exponent bounded above in ω. The default A = −0.1 is close to the
+    optimal A* of FAVOR++ for typical attention inputs (ρ ≈ 2/√d, d ≈ 64); a fixed A is
+    data-independent, hence usable in causal attention (``oprf`` picks A* from the data instead).
     """
 
     def __init__(self, A: float = -0.1) -> None:
