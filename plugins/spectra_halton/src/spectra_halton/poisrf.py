@@ -106,8 +106,8 @@ def optimal_rate(
 
     def mean_square(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         sq = t.detach().square()
-        if mask is None:
-            return sq.mean(dim=-2)
+        if mask is None:  # a sum over max(L, 1): an empty sequence gives 0, not NaN
+            return sq.sum(dim=-2) / max(t.shape[-2], 1)
         weight = mask.expand(t.shape[:-1])[..., None].to(t.dtype)
         return (sq * weight).sum(dim=-2) / weight.sum(dim=-2).clamp_min(1.0)
 
