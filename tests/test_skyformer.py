@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -64,7 +66,7 @@ def test_landmark_indices_pick_real_tokens_only() -> None:
     ):
         assert valid[0].all() and not valid[1].any()
         assert mask[0, pos[0]].all()
-        assert len(set(pos[0].tolist())) == 3  # without replacement
+        assert len(set(pos[0].tolist())) == 3  # without replacement (ours; the authors: with)
     pos, valid = uniform_indices(mask, 2, 6, 8, "cpu")
     assert valid[0].sum() == 4 and mask[0, pos[0][valid[0]]].all()
 
@@ -73,7 +75,8 @@ def test_landmark_indices_pick_real_tokens_only() -> None:
 @pytest.mark.parametrize("landmarks", ["uniform", "segment_means"])
 @pytest.mark.parametrize("training", [False, True])
 def test_skyformer_with_all_tokens_as_landmarks_is_exact(landmarks: str, training: bool) -> None:
-    """s = 2L landmarks (every query and key), λ = 0: Nyström reproduces κ(Q, K) V exactly."""
+    """s = 2L landmarks (every query and key), λ = 0: Nyström reproduces κ(Q, K) V exactly,
+    given enough Newton–Schulz iterations (40 here; how many are needed: the next test)."""
     length, d = 6, 4
     q, k, v = _qkv(2, 2, length, d, seed=1, scale=2.0)  # spread-out points: κ(X̄, X̄) ≈ I
     attn = ATTENTIONS.build(
@@ -87,6 +90,45 @@ def test_skyformer_with_all_tokens_as_landmarks_is_exact(landmarks: str, trainin
     torch.testing.assert_close(
         attn(q, k, v), _exact_gaussian_attention(q, k, v), rtol=1e-7, atol=1e-9
     )
+
+
+def _newton_schulz_start(q, k) -> float:
+    """μ₀ = λ_min(M)²/‖M‖₁² (smallest over heads) for Skyformer's normalized landmark matrix
+    M = D^(-1/2) κ(X̄, X̄) D^(-1/2) with all tokens as landmarks and λ = 0."""
+    d = q.shape[-1]
+    z = torch.cat([q, k], dim=2) * d**-0.25
+    c = gaussian_kernel(z, z)
+    d_inv_sqrt = c.sum(-1).rsqrt()
+    m = d_inv_sqrt[..., :, None] * c * d_inv_sqrt[..., None, :]
+    mu0 = torch.linalg.eigvalsh(m)[..., 0] ** 2 / m.abs().sum(-1).amax(-1) ** 2
+    return float(mu0.min())
+
+
+@pytest.mark.parametrize(
+    ("length", "d", "scale", "seed"), [(6, 4, 1.0, 1), (32, 8, 1.0, 1), (64, 8, 0.7, 2)]
+)
+def test_skyformer_exact_after_enough_newton_schulz_iterations(length, d, scale, seed) -> None:
+    """s = 2L, λ = 0 is exact once ⌈log(1/μ₀)/log(13/4)⌉ + 3 Newton–Schulz iterations have run
+    (here 13, 13 and 20); the default 6 is far from exact on the same inputs, and two fewer
+    iterations than the rule are not exact either (so the rule is not loose)."""
+    q, k, v = _qkv(1, 2, length, d, seed=seed, scale=scale)
+    exact = _exact_gaussian_attention(q, k, v)
+    needed = math.ceil(math.log(1 / _newton_schulz_start(q, k)) / math.log(13 / 4)) + 3
+
+    def err(iterations: int) -> float:
+        attn = ATTENTIONS.build(
+            "skyformer",
+            head_dim=d,
+            num_landmarks=2 * length,
+            regularization=0.0,
+            pinv_iterations=iterations,
+        ).eval()
+        return float((attn(q, k, v) - exact).norm() / exact.norm())
+
+    assert needed >= 12
+    assert err(needed) < 1e-10
+    assert err(needed - 2) > 1e-9
+    assert err(6) > 1e-3
 
 
 def test_skyformer_error_shrinks_with_landmarks() -> None:

@@ -66,8 +66,10 @@ def systematic_indices(
     spaced = torch.div((2 * i + 1) * n, 2 * num, rounding_mode="floor")
     rank = torch.where(n >= num, spaced, i.expand(batch, num))
     valid = rank < n
+    if length == 0:  # no tokens at all: every slot is invalid (position 0 is a placeholder)
+        return torch.zeros(batch, num, dtype=torch.long, device=device), valid
     order = _rank_to_position(mask, batch, length, device)
-    pos = order.gather(1, rank.clamp_max(max(length - 1, 0)))
+    pos = order.gather(1, rank.clamp_max(length - 1))
     return pos, valid
 
 
@@ -79,10 +81,13 @@ def uniform_indices(
     device,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num`` valid tokens drawn uniformly without replacement (Skyformer's sub-sampling).
+    """``num`` valid tokens drawn uniformly without replacement (our choice for Skyformer).
 
     Returns positions (B, num) and valid (B, num); slots beyond the number of real tokens are
-    invalid.
+    invalid. The Skyformer authors' code (github.com/pkuzengqi/Skyformer, ``uniform_sketching``:
+    ⌊u·n⌋ for iid uniform u) draws with replacement; without replacement no landmark is wasted
+    on a duplicate (a repeated landmark adds a zero eigenvalue to κ(Z, Z) at λ = 0), and
+    num ≥ n takes every real token, which makes s = 2L Skyformer exact.
     """
     gen_device = generator.device if generator is not None else device
     scores = torch.rand(batch, length, generator=generator, device=gen_device).to(device)
@@ -99,7 +104,10 @@ def uniform_indices(
 
 
 def gather_tokens(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """x (B, H, L, d), positions (B, s) → (B, H, s, d)."""
-    b, h, _, d = x.shape
+    """x (B, H, L, d), positions (B, s) → (B, H, s, d); zeros when L = 0 (no token to take:
+    the selectors mark every slot invalid then)."""
+    b, h, length, d = x.shape
+    if length == 0:
+        return x.new_zeros(b, h, pos.shape[1], d)
     index = pos[:, None, :, None].expand(b, h, pos.shape[1], d)
     return x.gather(2, index)
