@@ -203,6 +203,7 @@ def test_marginally_gaussian_flags() -> None:
     expected = {
         "gaussian": True, "orthogonal": True, "qmc": True, "learnable": True,
         "sorf": False, "mm": False, "fastfood": False, "fastfood_learnable": False,
+        "scrf": True, "gq": False, "sgq": False, "rom": False,
     }
     for name, flag in expected.items():
         assert build(name, D).marginally_gaussian is flag, name

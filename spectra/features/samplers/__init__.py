@@ -3,10 +3,14 @@
 from spectra.features.samplers import (  # noqa: F401  (imports register the samplers)
     fastfood,
     gaussian,
+    gq,
     learnable,
     mm,
     orthogonal,
     qmc,
+    rom,
+    scrf,
+    sgq,
     sorf,
 )
 from spectra.features.samplers.base import Sampler, seeded_generator
