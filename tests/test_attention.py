@@ -25,6 +25,10 @@ SMALL = {
     "random_features": {"num_features": 32, "sampler": "gaussian"},
     "skyformer": {"num_landmarks": 8},
     "nystromformer": {"num_landmarks": 4},
+    "linformer": {"proj_length": 4, "max_length": 16},
+    "reformer": {"n_buckets": 4, "chunk_size": 4},
+    "bigbird": {"block_size": 2, "num_global_blocks": 1, "num_random_blocks": 1},
+    "informer": {"factor": 1},
 }
 ALL_ATTENTIONS = ATTENTIONS.names()
 ALL_MAPS = FEATURE_MAPS.names()
@@ -67,10 +71,15 @@ def test_output_shape_with_other_value_dim(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL_ATTENTIONS)
 def test_cross_attention_lengths(name: str) -> None:
-    """Lq ≠ Lk (no mask): output (B, H, Lq, d_v), finite; causal needs Lq = Lk."""
+    """Lq ≠ Lk (no mask): output (B, H, Lq, d_v), finite; causal needs Lq = Lk. Attentions that
+    declare ``self_attention_only`` (reformer, bigbird) raise instead."""
     q, _, _ = _qkv(length=5, seed=13)
     _, k, v = _qkv(length=7, dv=3, seed=14)
     attn = _build(name)
+    if getattr(attn, "self_attention_only", False):
+        with pytest.raises(ValueError, match="Lq = Lk"):
+            attn(q, k, v)
+        return
     out = attn(q, k, v)
     assert out.shape == (2, 2, 5, 3) and torch.isfinite(out).all()
     with pytest.raises(ValueError):
@@ -255,6 +264,12 @@ GRADCHECK = [
     ("skyformer", {"num_landmarks": 4}),
     ("nystromformer", {"num_landmarks": 3}),
     ("linear", {}),
+    ("kernelized", {}),
+    ("kernelized", {"implementation": "dense"}),
+    ("linformer", {"proj_length": 3, "max_length": 6}),
+    ("reformer", {"n_buckets": 2, "chunk_size": 2}),
+    ("bigbird", {"block_size": 1, "num_global_blocks": 1, "num_random_blocks": 1}),
+    ("informer", {"factor": 1}),
 ]
 
 
