@@ -66,6 +66,16 @@ def ragged_from_chunks(chunks: list[bytes] | list[np.ndarray], max_length: int,
     return Ragged(data, offsets, lengths, shift)
 
 
+def ragged_from_rows(rows: np.ndarray, shift: int = 0) -> Ragged:
+    """A ``Ragged`` over the rows of a 2-D array of equal-length sequences (no copy: a view of
+    a memory-mapped array stays memory-mapped), e.g. flattened images."""
+    rows = np.asarray(rows) if not isinstance(rows, np.ndarray) else rows
+    n, length = rows.shape[0], int(np.prod(rows.shape[1:], dtype=np.int64))
+    data = rows.reshape(-1) if n else np.zeros(0, dtype=np.uint8)
+    offsets = np.arange(n + 1, dtype=np.int64) * length
+    return Ragged(data, offsets, np.full(n, length, dtype=np.int64), shift)
+
+
 def cut_ragged(r: Ragged, max_length: int) -> Ragged:
     """Cut every row of ``r`` to at most ``max_length`` tokens (keeps the full lengths)."""
     sizes = np.diff(r.offsets)

@@ -20,7 +20,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Static description of a task. Ids are in ``[0, vocab_size)``, 0 = pad."""
+    """Static description of a task. Ids are in ``[0, vocab_size)``, 0 = pad. Image tasks set
+    ``image_shape`` (height, width): a sequence is the image's pixels in row-major order."""
 
     name: str
     num_classes: int
@@ -30,6 +31,7 @@ class TaskSpec:
     description: str
     splits: tuple[str, ...] = SPLITS
     substitute_for: str | None = None
+    image_shape: tuple[int, int] | None = None
 
 
 class TaskData(ABC):

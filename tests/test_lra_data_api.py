@@ -27,9 +27,11 @@ def _isolated(tmp_path, monkeypatch):
 
 
 def test_task_specs():
-    assert set(lra_data.TASKS) == {"lra_listops", "lra_text", "lra_retrieval", "imdb_retrieval"}
+    assert set(lra_data.TASKS) == {"lra_listops", "lra_text", "lra_retrieval", "imdb_retrieval",
+                                   "lra_image", "lra_pathfinder"}
     expected = {"lra_listops": (10, 16, 2000, False), "lra_text": (2, 257, 4000, False),
-                "lra_retrieval": (2, 257, 4000, True), "imdb_retrieval": (2, 257, 4000, True)}
+                "lra_retrieval": (2, 257, 4000, True), "imdb_retrieval": (2, 257, 4000, True),
+                "lra_image": (10, 257, 1024, False), "lra_pathfinder": (2, 257, 1024, False)}
     for name, spec in lra_data.TASKS.items():
         assert isinstance(spec, lra_data.TaskSpec) and spec.name == name and spec.description
         assert (spec.num_classes, spec.vocab_size, spec.max_length, spec.pair) == expected[name]
