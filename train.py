@@ -18,7 +18,7 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    from spectra.plugins import load_plugins
+    from spectra.training.config_store import register_configs
 
-    load_plugins()  # plugins register (and a broken one fails) before Hydra composes
+    register_configs()  # every registered component (plugins included) gets its config node
     main()

@@ -22,9 +22,9 @@ Errors:
   naming both packages (and the plugin being loaded). This is never skipped: which component a
   name means must not depend on load order.
 
-Hydra configs of plugin components live in the plugin and reach Hydra through a search-path
-plugin (see ``docs/plugins.md``); :func:`config_group_options` lists a config group across the
-whole search path, plugins included.
+Hydra configs of plugin components need nothing from the plugin: the training layer stores a
+config node for every registered component in Hydra's ConfigStore
+(:mod:`spectra.training.config_store`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 
 from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS, DuplicateComponentError, Registry
 
@@ -44,7 +43,6 @@ __all__ = [
     "SKIP_ENV",
     "PluginLoadError",
     "broken_plugins",
-    "config_group_options",
     "describe",
     "discover",
     "load_plugins",
@@ -162,23 +160,3 @@ def loaded_plugins() -> dict[str, EntryPoint]:
 def broken_plugins() -> dict[str, str]:
     """Plugins skipped because they failed to load, ``{name: error message}``."""
     return dict(_BROKEN)
-
-
-def config_group_options(config_dir: str | Path, group: str) -> list[str]:
-    """Options of Hydra config ``group`` (e.g. ``"attention/sampler"``) over the whole search path.
-
-    The search path is the application's ``config_dir`` plus whatever Hydra search-path plugins
-    add (each plugin's own ``conf/``), exactly as ``python train.py`` sees it; this is what a
-    "every registered component has a config" check and a sweep over a group should use.
-    Imports Hydra lazily (the library itself does not need it).
-    """
-    # Hydra's own loader over the search path it would build for ``config_dir`` (search-path
-    # plugins included); built standalone so an already-initialized Hydra is left alone.
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
-
-    path = Path(config_dir).resolve()
-    if not path.is_dir():
-        raise ValueError(f"config_dir {str(path)!r} is not a directory")
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(path)))
-    return sorted(loader.get_group_options(group))

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from tiny import TINY_MODEL
 
 import spectra.plugins as plugins
@@ -32,7 +31,6 @@ from spectra.registry import (
     SAMPLERS,
     DuplicateComponentError,
     UnknownComponentError,
-    check_options,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -276,29 +274,27 @@ def test_example_plugin_components_are_registered_and_listed() -> None:
 
 
 def test_example_plugin_configs_are_visible_to_hydra() -> None:
-    """The search-path plugin puts the plugin's YAMLs next to the core's: the groups list exactly
-    the registered names, glob sweeps (the Spectraformer grid) include the plugin, and each
-    plugin YAML names itself with options its component accepts."""
+    """The plugin ships no YAML and no Hydra plugin: its components' ConfigStore nodes (from the
+    registry) make the groups list exactly the registered names, and glob sweeps (the
+    Spectraformer grid) include the plugin."""
     example_plugin_installed()
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra._internal.utils import create_config_search_path
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from spectra.training.config_store import group_options
 
     groups = {"attention/sampler": SAMPLERS, "attention/feature_map": FEATURE_MAPS}
     for group, registry in groups.items():
-        assert plugins.config_group_options(CONF, group) == registry.names()
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONF)))
-    parser = OverridesParser.create(config_loader=loader)
-    sweep = parser.parse_overrides(["attention/sampler=glob(*)", "attention/feature_map=glob(*)"])
-    assert "halton" in list(sweep[0].sweep_string_iterator())
-    assert "poisrf" in list(sweep[1].sweep_string_iterator())
-    conf = EXAMPLE / "src" / "spectra_halton" / "conf"
-    for group, registry in groups.items():
-        for path in sorted((conf / group).glob("*.yaml")):
-            node = yaml.safe_load(path.read_text())
-            assert node["name"] == path.stem and path.stem in registry.names()
-            check_options(registry.get(path.stem),
-                          {k: v for k, v in node.items() if k != "name"}, what=str(path))
+        assert group_options(group, CONF) == registry.names()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+        sweep = parser.parse_overrides(
+            ["attention/sampler=glob(*)", "attention/feature_map=glob(*)"]
+        )
+        assert "halton" in list(sweep[0].sweep_string_iterator())
+        assert "poisrf" in list(sweep[1].sweep_string_iterator())
+    assert not list(EXAMPLE.rglob("*.yaml")), "the example plugin needs no Hydra YAML"
 
 
 def _compose(overrides: list[str]):  # type: ignore[no-untyped-def]

@@ -7,13 +7,17 @@ every component through the registries.
 """
 
 from spectra.training.attention import AttentionSpec, attention_spec, layer_seed
+from spectra.training.config_store import register_configs
 from spectra.training.run import evaluate, run_name, run_tags, train
+
+register_configs()  # the registries' config nodes, before any config is composed
 
 __all__ = [
     "AttentionSpec",
     "attention_spec",
     "evaluate",
     "layer_seed",
+    "register_configs",
     "run_name",
     "run_tags",
     "train",
