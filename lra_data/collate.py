@@ -14,11 +14,13 @@ class Collator:
 
     ``pad_to="longest"`` pads to the longest sequence of the batch (each side separately),
     an int pads to that fixed length (a longer sequence raises: nothing is cut silently).
-    ``pad_to_multiple_of`` rounds the padded length up. Padding id is 0.
+    ``pad_to_multiple_of`` rounds the padded length up. Padding id is 0. Ids in
+    ``extra_pad_ids`` are masked out like padding (the Skyformer/Spectraformer reference code
+    masks every id 0, i.e. black pixels of the image tasks; here pixel 0 is id 1).
     """
 
     def __init__(self, pad_to: int | str = "longest", pad_to_multiple_of: int | None = None,
-                 pad_id: int = 0) -> None:
+                 pad_id: int = 0, extra_pad_ids: Sequence[int] = ()) -> None:
         if isinstance(pad_to, str):
             if pad_to != "longest":
                 raise ValueError(f"pad_to must be 'longest' or a positive int, got {pad_to!r}")
@@ -34,6 +36,7 @@ class Collator:
         self.pad_to = pad_to
         self.pad_to_multiple_of = pad_to_multiple_of
         self.pad_id = pad_id
+        self.extra_pad_ids = tuple(int(i) for i in extra_pad_ids)
 
     def _target_length(self, longest: int) -> int:
         if self.pad_to == "longest":
@@ -60,6 +63,8 @@ class Collator:
             n = int(s.shape[0])
             ids[row, :n] = s
             mask[row, :n] = True
+        if self.extra_pad_ids:
+            mask &= ~torch.isin(ids, torch.tensor(self.extra_pad_ids, dtype=ids.dtype))
         return ids, mask
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -73,4 +78,6 @@ class Collator:
         return out
 
     def __repr__(self) -> str:
-        return f"Collator(pad_to={self.pad_to!r}, pad_to_multiple_of={self.pad_to_multiple_of})"
+        extra = f", extra_pad_ids={list(self.extra_pad_ids)}" if self.extra_pad_ids else ""
+        return (f"Collator(pad_to={self.pad_to!r}, pad_to_multiple_of={self.pad_to_multiple_of}"
+                f"{extra})")

@@ -126,8 +126,12 @@ def _parse_label(raw: bytes) -> int | None:
 
 
 def read_listops_tsv(path: str | os.PathLike, max_length: int, policy: RowPolicy,
-                     ) -> tuple[Ragged, np.ndarray]:
+                     close_bracket: bool = True) -> tuple[Ragged, np.ndarray]:
     """Read one ``basic_*.tsv`` file: ids cut to ``max_length`` (full lengths kept) and labels.
+
+    ``close_bracket=False`` drops the ``]`` tokens before cutting, as LRA's original TF
+    pipeline did (its alphanumeric tokenizer dropped brackets; the Skyformer/Spectraformer
+    reference code reads that pipeline's output): same ids, no id 15.
 
     Raises :class:`BadRowError` naming the file and line for a missing header, a wrong
     column count, a label outside 0..9, non-UTF-8 text, an unknown token or unbalanced
@@ -170,6 +174,11 @@ def read_listops_tsv(path: str | os.PathLike, max_length: int, policy: RowPolicy
                 labels.append(label)
                 line_of.append(line_no)
             ids, counts, problems = tokenize_sources(sources)
+            if not close_bracket and ids.size:
+                keep = ids != END_ID
+                rows = np.repeat(np.arange(counts.size), counts)
+                counts = np.bincount(rows[keep], minlength=counts.size)
+                ids = ids[keep]
             good = np.ones(len(sources), dtype=bool)
             for r in sorted(problems):
                 policy.bad(path, line_of[r], problems[r])

@@ -51,7 +51,9 @@ class ListOpsTask(TaskData):
             "15 ']' (parentheses dropped)."
         ),
     )
-    load_options: ClassVar[dict[str, Any]] = {"cache_dir": None}
+    #: ``close_bracket=False``: drop the ``]`` tokens (LRA's original tokenization; see
+    #: :func:`lra_data.listops_io.read_listops_tsv`).
+    load_options: ClassVar[dict[str, Any]] = {"cache_dir": None, "close_bracket": True}
     prepare_options: ClassVar[dict[str, Any]] = {
         **{f.name: f.default for f in fields(ListOpsParams)},
         "workers": None, "force": False, "source": None,
@@ -62,20 +64,24 @@ class ListOpsTask(TaskData):
         path = find_listops(data_dir, split)
         policy = RowPolicy(skip=skip_bad_rows)
 
+        close_bracket = bool(options["close_bracket"])
+
         def build() -> tuple[dict, dict]:
-            ragged, labels = read_listops_tsv(path, max_length, policy)
+            ragged, labels = read_listops_tsv(path, max_length, policy, close_bracket)
             return ({"data": ragged.data, "offsets": ragged.offsets, "lengths": ragged.lengths,
                      "labels": labels},
                     {"skipped": policy.skipped, "examples": policy.examples})
 
         arrays, meta = cached("listops", READER_VERSION, [path],
-                              {"max_length": max_length, "skip": skip_bad_rows}, build,
+                              {"max_length": max_length, "skip": skip_bad_rows,
+                               **({} if close_bracket else {"close_bracket": False})}, build,
                               options["cache_dir"])
         RowPolicy(True, meta["skipped"], meta["examples"]).warn_if_skipped(str(path))
         ragged = Ragged(arrays["data"], arrays["offsets"], arrays["lengths"], 0)
         return LRADataset(self.spec.name, split, [ragged], arrays["labels"], max_length,
                           num_classes=NUM_CLASSES, skipped_rows=meta["skipped"],
-                          source=str(path))
+                          source=str(path),
+                          info={} if close_bracket else {"close_bracket": False})
 
     def prepare(self, out_dir: Path, seed: int, progress: bool, **options: Any) -> Path:
         target = out_dir / "listops"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,24 @@ def test_pickle_bytes_survive_a_stream(tmp_path):
     assert a == b
     loaded = cifar.SafeUnpickler(io.BytesIO(a), encoding="bytes").load()
     assert loaded[b"filenames"] == [b"a"] * 3
+
+
+# ------------------------------------------------------------------------------ training
+def test_train_fdr_on_the_fixture(tmp_path, monkeypatch):
+    """``python train.py task=lra_image debug=fdr`` (tiny model) on a fixture, in process."""
+    from hydra import compose, initialize_config_dir
+    from tiny import TINY_MODEL
+
+    from spectra.training import train
+
+    data = lra_data.write_fixture("lra_image", tmp_path / "data", rows_per_split=8, seed=0)
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = [f"paths.output_dir={tmp_path / 'run'}", "task=lra_image", "debug=fdr",
+                 f"task.data_dir={data}", "task.search_dirs=[]", "task.batch_size=4",
+                 "attention.num_features=16", *TINY_MODEL, "trainer.enable_model_summary=false",
+                 "callbacks.progress_bar.refresh_rate=0"]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    metrics = train(cfg)
+    assert metrics["global_step"] == 1 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["data/train_size"] >= 8 and metrics["run_name"].startswith("lra_image.")

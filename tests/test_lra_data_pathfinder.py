@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,24 @@ def test_no_shortcut_pixels_statistics_or_marker_positions():
         a, b = stats[labels == 0, j], stats[labels == 1, j]
         se = math.sqrt(a.var() / len(a) + b.var() / len(b)) + 1e-12
         assert abs(a.mean() - b.mean()) / se < 4, j
+
+
+# ------------------------------------------------------------------------------ training
+def test_train_fdr_on_the_fixture(tmp_path, monkeypatch):
+    """``python train.py task=lra_pathfinder debug=fdr`` (tiny model) on a fixture, in process."""
+    from hydra import compose, initialize_config_dir
+    from tiny import TINY_MODEL
+
+    from spectra.training import train
+
+    data = lra_data.write_fixture("lra_pathfinder", tmp_path / "data", rows_per_split=8, seed=0)
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = [f"paths.output_dir={tmp_path / 'run'}", "task=lra_pathfinder", "debug=fdr",
+                 f"task.data_dir={data}", "task.search_dirs=[]", "task.batch_size=4",
+                 "attention.num_features=16", *TINY_MODEL, "trainer.enable_model_summary=false",
+                 "callbacks.progress_bar.refresh_rate=0"]
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    metrics = train(cfg)
+    assert metrics["global_step"] == 1 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["data/train_size"] >= 8 and metrics["run_name"].startswith("lra_pathfinder.")

@@ -1,7 +1,8 @@
 """Lightning data modules for the LRA tasks (built on :mod:`lra_data`).
 
-Two task families: single-sequence classification (ListOps, Text) and paired-sequence retrieval
-(AAN, and the IMDB substitute), chosen by the task's ``TaskSpec.pair`` flag — never by name.
+Two task families: single-sequence classification (ListOps, Text, Image, Pathfinder) and
+paired-sequence retrieval (AAN, and the IMDB substitute), chosen by the task's ``TaskSpec.pair``
+flag — never by name.
 
 Where the data is looked for (first hit wins): ``task.data_dir`` (default
 ``${oc.env:LRA_DATA_DIR,data}``), then each of ``task.search_dirs``. Relative paths are tried
@@ -116,6 +117,10 @@ class LRADataModule(L.LightningDataModule):
     ``collator`` pads a batch to the longest sequence, rounded up to ``pad_to_multiple_of``
     (or to the fixed ``pad_to``). ``max_positions`` is the longest padded length a batch can have,
     which the model's learned positions must cover.
+
+    ``val_split`` is the split validated on (``val``; ``test`` reproduces reference code that
+    selects checkpoints on the test set, see ``conf/protocol``). ``extra_pad_ids`` are ids the
+    mask treats as padding besides 0 (the collator's option).
     """
 
     pair: bool = False
@@ -135,6 +140,8 @@ class LRADataModule(L.LightningDataModule):
         prepare: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         skip_bad_rows: bool = False,
+        val_split: str = "val",
+        extra_pad_ids: Sequence[int] = (),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -148,7 +155,10 @@ class LRADataModule(L.LightningDataModule):
             raise ValueError(f"task.batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"task.num_workers must be an integer >= 0, got {num_workers!r}")
+        if val_split not in ("val", "test"):
+            raise ValueError(f"task.val_split must be 'val' or 'test', got {val_split!r}")
         self.name = name
+        self.val_split = val_split
         self.data_dir = data_dir
         self.search_dirs = list(search_dirs or ())
         self.max_length = int(max_length or self.spec.max_length)
@@ -163,7 +173,11 @@ class LRADataModule(L.LightningDataModule):
         self.seed = seed
         self.resolved_dir: Path | None = None
         self.datasets: dict[str, Dataset] = {}
-        self.collator = lra_data.Collator(pad_to=pad_to, pad_to_multiple_of=pad_to_multiple_of)
+        self.collator = lra_data.Collator(
+            pad_to=pad_to,
+            pad_to_multiple_of=pad_to_multiple_of,
+            extra_pad_ids=list(extra_pad_ids or ()),
+        )
 
     # -- shapes the model needs -------------------------------------------------------------
     @property
@@ -197,7 +211,10 @@ class LRADataModule(L.LightningDataModule):
         except MissingDataError:
             if self.data_dir is None:
                 raise
-            lra_data.prepare(self.name, self.data_dir, seed=self.seed, **self.prepare_options)
+            log.info("task %r: no data found; preparing it in %s", self.name, self.data_dir)
+            lra_data.prepare(
+                self.name, self.data_dir, seed=self.seed, progress=True, **self.prepare_options
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.resolved_dir is None:
@@ -209,7 +226,7 @@ class LRADataModule(L.LightningDataModule):
             if split not in self.datasets:
                 self.datasets[split] = lra_data.build_dataset(
                     self.name,
-                    split,
+                    self.val_split if split == "val" else split,
                     self.resolved_dir,
                     max_length=self.max_length,
                     skip_bad_rows=self.skip_bad_rows,
@@ -261,7 +278,8 @@ class LRADataModule(L.LightningDataModule):
 
 
 class ClassificationDataModule(LRADataModule):
-    """Single-sequence tasks (ListOps, Text): batches ``input_ids``, ``mask``, ``labels``."""
+    """Single-sequence tasks (ListOps, Text, Image, Pathfinder): batches ``input_ids``, ``mask``,
+    ``labels``."""
 
     pair = False
 

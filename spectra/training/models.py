@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "POOLINGS",
     "DualEncoderClassifier",
     "FeedForward",
     "LRAEncoder",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 AttentionFactory = Callable[[int], nn.Module]
+#: ``real_tokens``: Σ_i m_i x_i / Σ_i m_i (ours); ``padded_length``: Σ_i m_i x_i / L with L the
+#: padded length (the Skyformer/Spectraformer code: ``(LN(x) * mask).mean(dim=1)``).
+POOLINGS = ("real_tokens", "padded_length")
 
 
 def _check_positive(**values: int) -> None:
@@ -51,9 +55,21 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    """Projections to H heads of size d, the pluggable attention, and the output projection."""
+    """Projections to H heads of size d, the pluggable attention, and the output projection.
 
-    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, attention: nn.Module) -> None:
+    ``zero_padded_keys=True`` reproduces the Skyformer/Spectraformer Performer wrapper: keys and
+    values of padding positions are multiplied by 0 and the attention gets no mask, so padded
+    keys still enter the feature map's statistics and add φ(0) to the normalizer.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        attention: nn.Module,
+        zero_padded_keys: bool = False,
+    ) -> None:
         super().__init__()
         _check_positive(embed_dim=embed_dim, num_heads=num_heads, head_dim=head_dim)
         self.num_heads = num_heads
@@ -64,6 +80,7 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, inner)
         self.out_proj = nn.Linear(inner, embed_dim)
         self.attention = attention
+        self.zero_padded_keys = bool(zero_padded_keys)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, l, _ = x.shape
@@ -76,7 +93,11 @@ class MultiHeadAttention(nn.Module):
             self._heads(self.k_proj(x)),
             self._heads(self.v_proj(x)),
         )
-        out = self.attention(q, k, v, mask=mask)
+        if self.zero_padded_keys and mask is not None:
+            keep = mask[:, None, :, None].to(k.dtype)
+            out = self.attention(q, k * keep, v * keep, mask=None)
+        else:
+            out = self.attention(q, k, v, mask=mask)
         b, _, l, _ = out.shape
         out = out.transpose(1, 2).reshape(b, l, self.num_heads * self.head_dim)
         return self.out_proj(out.to(x.dtype))
@@ -105,10 +126,11 @@ class TransformerBlock(nn.Module):
         head_dim: int,
         attention: nn.Module,
         dropout: float,
+        zero_padded_keys: bool = False,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(embed_dim)
-        self.attn = MultiHeadAttention(embed_dim, num_heads, head_dim, attention)
+        self.attn = MultiHeadAttention(embed_dim, num_heads, head_dim, attention, zero_padded_keys)
         self.norm2 = nn.LayerNorm(embed_dim)
         self.ffn = FeedForward(embed_dim, ffn_dim, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -122,7 +144,10 @@ class LRAEncoder(nn.Module):
     """Token + learned position embeddings, ``num_layers`` pre-LN blocks, final LN, mean pooling.
 
     ``attention_factory(layer)`` returns the attention module of layer ``layer``.
-    ``forward(input_ids (B, L), mask (B, L)) -> (B, E)`` pools over real tokens only.
+    ``forward(input_ids (B, L), mask (B, L)) -> (B, E)`` pools over real tokens only
+    (``pooling="real_tokens"``) or sums real tokens and divides by the padded length
+    (``"padded_length"``, the reference code's recipe); ``zero_padded_keys``: see
+    :class:`MultiHeadAttention`.
     """
 
     def __init__(
@@ -137,8 +162,13 @@ class LRAEncoder(nn.Module):
         head_dim: int,
         attention_factory: AttentionFactory,
         dropout: float = 0.1,
+        pooling: str = "real_tokens",
+        zero_padded_keys: bool = False,
     ) -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         _check_positive(
             vocab_size=vocab_size,
             max_positions=max_positions,
@@ -154,7 +184,10 @@ class LRAEncoder(nn.Module):
         self.position_embedding = nn.Embedding(max_positions, embed_dim)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, ffn_dim, num_heads, head_dim, attention_factory(i), dropout)
+            TransformerBlock(
+                embed_dim, ffn_dim, num_heads, head_dim, attention_factory(i), dropout,
+                zero_padded_keys,
+            )
             for i in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(embed_dim)
@@ -193,6 +226,10 @@ class LRAEncoder(nn.Module):
         x = self.encode(input_ids, mask)
         if mask is None:
             return x.mean(dim=1)
+        if self.pooling == "padded_length":
+            return masked_mean(x, mask) * (mask.sum(dim=1, keepdim=True) / mask.shape[1]).to(
+                x.dtype
+            )
         return masked_mean(x, mask)
 
 

@@ -54,6 +54,8 @@ def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> 
         "dropout",
         "head_hidden_dim",
         "max_positions",
+        "pooling",
+        "zero_padded_keys",
     }
     unknown = sorted(set(model_cfg) - allowed)
     if unknown:
@@ -69,6 +71,8 @@ def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> 
         head_dim=attention.head_dim,
         attention_factory=attention.factory(),
         dropout=model_cfg.get("dropout", 0.1),
+        pooling=model_cfg.get("pooling") or "real_tokens",
+        zero_padded_keys=bool(model_cfg.get("zero_padded_keys", False)),
     )
     hidden = model_cfg.get("head_hidden_dim") or model_cfg["ffn_dim"]
     return _HEADS[bool(spec.pair)](encoder, num_classes=spec.num_classes, hidden_dim=hidden)

@@ -35,6 +35,7 @@ from spectra.training.checkpointing import load_checkpoint_file, with_atomic_che
 from spectra.training.data import datamodule_for
 from spectra.training.loggers import clean_tags, finish_wandb
 from spectra.training.module import LRAModule
+from spectra.training.protocol import apply_protocol
 
 __all__ = ["evaluate", "run_name", "run_tags", "train"]
 
@@ -62,11 +63,14 @@ def run_name(cfg: Mapping[str, Any]) -> str:
 
 
 def _fill_run_identity(cfg: DictConfig) -> None:
-    """Set ``run_name`` (if null) and prepend the automatic tags to ``tags``."""
+    """Set ``run_name`` (if null) and prepend the automatic tags to ``tags`` (plus
+    ``protocol=<name>`` when the run does not use the default recipe)."""
     with open_dict(cfg):
         if cfg.get("run_name") is None:
             cfg.run_name = run_name(cfg)
-        cfg.tags = clean_tags([*run_tags(cfg), *(cfg.get("tags") or [])])
+        protocol = (cfg.get("protocol") or {}).get("name", "default")
+        extra = [] if protocol == "default" else [f"protocol={protocol}"]
+        cfg.tags = clean_tags([*run_tags(cfg), *extra, *(cfg.get("tags") or [])])
 
 
 def _one_console_handler() -> None:
@@ -183,11 +187,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
     _one_console_handler()
     _set_threads(cfg.get("num_threads"))
+    protocol_changes = apply_protocol(cfg)  # recipe keys -> task/model edits (checked here)
     _fill_run_identity(cfg)
     L.seed_everything(_seed(cfg), workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     log.info("run %s\n%s", cfg.run_name, OmegaConf.to_yaml(container))
+    if protocol_changes:
+        log.info("protocol %s set: %s", cfg.protocol.name, protocol_changes)
 
     # Fail fast: task name/options, then every component name, before any data is loaded.
     datamodule = datamodule_for(container["task"], seed=int(cfg.seed))
