@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Speed and peak memory of attention: forward and forward + backward vs sequence length L, for
 every registered attention at m = 256 (``random_features`` once per ``--feature-maps`` preset,
-orthogonal W; landmark methods with m landmarks), performer-pytorch ``FastAttention`` and
-nystrom-attention's ``NystromAttention``, in one run.
+orthogonal W; landmark methods with m landmarks; linformer with projected length k = m and
+max_length = L; reformer, bigbird, informer and kernelized with their defaults), performer-pytorch
+``FastAttention`` and nystrom-attention's ``NystromAttention``, in one run.
 
 Usage::
 
@@ -106,6 +107,8 @@ def _build(method: str, cfg: dict):
     wanted = {
         "num_features": m,
         "num_landmarks": m,
+        "proj_length": m,
+        "max_length": cfg["length"],
         "sampler": "orthogonal",
         "feature_map": feature_map or None,
         "redraw_interval": None,

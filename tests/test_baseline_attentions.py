@@ -134,7 +134,7 @@ def _gaussian_ref(q, k, v, mask=None, causal=False):
 @pytest.mark.parametrize("implementation", ["sdpa", "dense"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_kernelized_matches_explicit_gaussian_kernel(implementation: str, causal: bool) -> None:
-    q, k, v = (t.requires_grad_(True) for t in _qkv(scale=1.5))
+    q, k, v = (t.requires_grad_(True) for t in _qkv(scale=1.5, dv=11))  # d_v > d + 2
     mask = _mask()
     attn = _build("kernelized", implementation=implementation)
     for m in (None, mask):

@@ -26,11 +26,18 @@ import torch
 import torch.nn.functional as F
 
 from spectra.attention.base import Attention, check_positive_int
-from spectra.attention.nystromformer import masked_softmax
 from spectra.attention.sparse_utils import empty_output, stateless_uniform, valid_first_order
 from spectra.registry import ATTENTIONS
 
 __all__ = ["BigBirdAttention"]
+
+
+_NEG = -1e30  # logit bias of excluded keys: weight exactly 0; key-less (padding) rows stay finite
+
+
+def _key_bias(ok: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where ``ok``, a huge negative number elsewhere."""
+    return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, _NEG)
 
 
 def _non_negative_int(value: object, what: str) -> int:
@@ -132,8 +139,9 @@ class BigBirdAttention(Attention):
         n_blocks = -(-length // bs)
         padded = n_blocks * bs
         key_ok = torch.arange(padded, device=device) < n_real[:, None]  # (B, L_pad)
-        q, k, v = (F.pad(t, (0, 0, 0, padded - length)) for t in (q, k, v))
-        scale = d**-0.5
+        q = q * d**-0.5
+        if padded > length:
+            q, k, v = (F.pad(t, (0, 0, 0, padded - length)) for t in (q, k, v))
         out = torch.zeros(b, h, padded, dv, dtype=q.dtype, device=device)
         n_global_rows = min(g, n_blocks) * bs
 
@@ -142,24 +150,25 @@ class BigBirdAttention(Attention):
             n_q, slots = idx.shape[2], idx.shape[3]
             kb = k.view(b, h, n_blocks, bs, d)
             vb = v.view(b, h, n_blocks, bs, dv)
-            flat = idx.reshape(b, h, n_q * slots)
-            kg = kb.gather(2, flat[..., None, None].expand(b, h, n_q * slots, bs, d))
-            vg = vb.gather(2, flat[..., None, None].expand(b, h, n_q * slots, bs, dv))
-            kg = kg.view(b, h, n_q, slots * bs, d)
-            vg = vg.view(b, h, n_q, slots * bs, dv)
-            tok_ok = key_ok.view(b, 1, n_blocks, bs).expand(b, h, n_blocks, bs)
-            tok_ok = tok_ok.gather(2, flat[..., None].expand(b, h, n_q * slots, bs))
-            ok = (tok_ok.view(b, h, n_q, slots, bs) & slot_ok[..., None]).view(
-                b, h, n_q, 1, slots * bs
+            bi = torch.arange(b, device=device)[:, None, None, None]
+            hi = torch.arange(h, device=device)[None, :, None, None]
+            kg = kb[bi, hi, idx].view(b, h, n_q, slots * bs, d)  # whole blocks: (B, H, n_q, S, …)
+            vg = vb[bi, hi, idx].view(b, h, n_q, slots * bs, dv)
+            ok = key_ok.view(b, n_blocks, bs)[bi, idx] & slot_ok[..., None]
+            bias = _key_bias(ok.view(b, h, n_q, 1, slots * bs), q.dtype)
+            qb = q[:, :, n_global_rows:].reshape(-1, bs, d)
+            logits = torch.baddbmm(
+                bias.expand(b, h, n_q, bs, slots * bs).reshape(-1, bs, slots * bs),
+                qb,
+                kg.reshape(-1, slots * bs, d).transpose(-1, -2),
             )
-            qb = q[:, :, n_global_rows:].view(b, h, n_q, bs, d)
-            probs = masked_softmax(qb @ kg.transpose(-1, -2) * scale, ok)
+            probs = torch.softmax(logits, dim=-1).view(b, h, n_q, bs, slots * bs)
             out[:, :, n_global_rows:] = (probs @ vg).view(b, h, n_q * bs, dv)
 
         if n_global_rows:  # global query blocks attend to every real key
-            qg = q[:, :, :n_global_rows]
-            probs = masked_softmax(qg @ k.transpose(-1, -2) * scale, key_ok[:, None, None, :])
-            out[:, :, :n_global_rows] = probs @ v
+            logits = q[:, :, :n_global_rows] @ k.transpose(-1, -2)
+            logits = logits + _key_bias(key_ok[:, None, None, :], q.dtype)
+            out[:, :, :n_global_rows] = torch.softmax(logits, dim=-1) @ v
 
         out = out[:, :, :length].masked_fill(~key_ok[:, None, :length, None], 0.0)
         if mask is not None:  # back to positions (padded positions get the zero rows)

@@ -96,18 +96,20 @@ class InformerAttention(Attention):
             sample_ok = torch.arange(big_u_max, device=device) < big_u[:, None, None]
             keys_at = ranks if order is None else order.gather(1, ranks.flatten(1)).view_as(ranks)
             q_rank = q if order is None else q.gather(2, order[:, None, :, None].expand_as(q))
+            q_rank = q_rank.transpose(1, 2) * d**-0.5  # (B, Lq, H, d)
+            k_rows = k.transpose(1, 2).reshape(b * lk, h * d)  # one row copy per sample
+            offset = (torch.arange(b, device=device) * lk)[:, None, None]
+            ok = sample_ok[:, :, None]  # (B, 1, 1, U)
             scores = []
             for start in range(0, lq, _SCORE_CHUNK):
                 stop = min(start + _SCORE_CHUNK, lq)
-                pos = keys_at[:, start:stop]  # (B, c, U)
-                ks = k.gather(2, pos.reshape(b, 1, -1, 1).expand(b, h, pos.numel() // b, d)).view(
-                    b, h, stop - start, big_u_max, d
-                )
-                dots = (q_rank[:, :, start:stop, None, :] * ks).sum(-1) * d**-0.5  # (B,H,c,U)
-                ok = sample_ok[:, None]
+                rows = (keys_at[:, start:stop] + offset).flatten()
+                ks = k_rows.index_select(0, rows).view(b, stop - start, big_u_max, h, d)
+                ks.mul_(q_rank[:, start:stop, None])
+                dots = ks.sum(-1).transpose(-1, -2)  # (B, c, H, U)
                 top = dots.masked_fill(~ok, float("-inf")).amax(dim=-1)
                 mean = dots.masked_fill(~ok, 0.0).sum(-1) / big_u[:, None, None].to(dots.dtype)
-                scores.append(top - mean)
+                scores.append((top - mean).transpose(1, 2))  # (B, H, c)
             m_bar = torch.cat(scores, dim=2)  # (B, H, Lq) by query rank
             q_real = torch.arange(lq, device=device) < n_q[:, None]
             m_bar = m_bar.masked_fill(~q_real[:, None, :], float("-inf"))

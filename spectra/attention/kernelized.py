@@ -70,29 +70,32 @@ class KernelizedAttention(Attention):
 
     @staticmethod
     def _sdpa(x, y, v, mask, causal) -> torch.Tensor:
-        b, _, lq, _ = x.shape
-        lk = y.shape[2]
+        lq, lk, dv = x.shape[2], y.shape[2], v.shape[-1]
+        width = max(x.shape[-1] + 2, dv + 1)  # one head dim for q, k, v (fused SDPA kernels)
         half_x = 0.5 * x.square().sum(-1, keepdim=True)
         half_y = 0.5 * y.square().sum(-1, keepdim=True)
-        qa = torch.cat([x, torch.ones_like(half_x), half_x], dim=-1)
-        ka = torch.cat([y, -half_y, torch.zeros_like(half_y)], dim=-1)
+        qa = F.pad(
+            torch.cat([x, torch.ones_like(half_x), half_x], dim=-1), (0, width - x.shape[-1] - 2)
+        )
+        ka = F.pad(
+            torch.cat([y, -half_y, torch.zeros_like(half_y)], dim=-1), (0, width - y.shape[-1] - 2)
+        )
         sink_k = torch.zeros_like(ka[:, :, :1])
-        sink_k[..., -1] = 1.0
-        ka = torch.cat([sink_k, ka], dim=2)  # (B, H, 1 + Lk, d + 2): the sink is key 0
-        va = F.pad(v, (0, 1))
+        sink_k[..., x.shape[-1] + 1] = 1.0
+        ka = torch.cat([sink_k, ka], dim=2)  # (B, H, 1 + Lk, width): the sink is key 0
+        va = F.pad(v, (0, width - dv))
         sink_v = torch.zeros_like(va[:, :, :1])
-        sink_v[..., -1] = 1.0
+        sink_v[..., dv] = 1.0
         va = torch.cat([sink_v, va], dim=2)
         allowed = None
-        if mask is not None or causal:
-            allowed = torch.ones(b, 1, lq, 1 + lk, dtype=torch.bool, device=x.device)
-            if mask is not None:
-                allowed[..., 1:] = mask[:, None, None, :]
-            if causal:
-                tri = torch.ones(lq, lk, dtype=torch.bool, device=x.device).tril()
-                allowed[..., 1:] &= tri
+        if mask is not None:  # (B, 1, 1, 1 + Lk): real keys and the sink
+            allowed = F.pad(mask, (1, 0), value=True)[:, None, None, :]
+        if causal:
+            tri = torch.ones(lq, lk, dtype=torch.bool, device=x.device).tril()
+            tri = F.pad(tri, (1, 0), value=True)
+            allowed = tri if allowed is None else allowed & tri
         out = F.scaled_dot_product_attention(qa, ka, va, attn_mask=allowed, scale=1.0)
-        return out[..., :-1] / out[..., -1:]
+        return out[..., :dv] / out[..., dv : dv + 1]
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, implementation={self.implementation!r}"

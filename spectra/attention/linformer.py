@@ -98,7 +98,7 @@ class LinformerAttention(Attention):
         f = e if self.F is None else self._projection(self.F, length, mask, dtype)
         k_proj = e @ k  # (B, H, k, d)
         v_proj = f @ v  # (B, H, k, d_v)
-        logits = q @ k_proj.transpose(-1, -2) * self.head_dim**-0.5
+        logits = (q * self.head_dim**-0.5) @ k_proj.transpose(-1, -2)
         out = torch.softmax(logits, dim=-1) @ v_proj
         if mask is not None:
             out = out.masked_fill(~mask[:, None, :, None], 0.0)

@@ -100,21 +100,20 @@ class ReformerAttention(Attention):
             perm = (bucket * length + pos).argsort(dim=-1)  # (B, H, R, L)
         n_chunks = -(-length // c)
         padded = n_chunks * c
+        extra = padded - length
 
         def sort(t: torch.Tensor) -> torch.Tensor:  # (B, H, L, e) → (B, H, R, L_pad, e)
             idx = perm[..., None].expand(b, h, rounds, length, t.shape[-1])
             out = t[:, :, None].expand(b, h, rounds, length, t.shape[-1]).gather(3, idx)
-            return F.pad(out, (0, 0, 0, padded - length))
+            return F.pad(out, (0, 0, 0, extra)) if extra else out
 
-        sq, sk, sv = sort(q), sort(keys), sort(v)
+        sq, sk, sv = sort(q * d**-0.5), sort(keys), sort(v)
         valid = torch.ones(b, 1, length, dtype=torch.bool, device=device)
         if mask is not None:
             valid = mask[:, None, :]
-        s_valid = F.pad(
-            valid.expand(b, h, length).gather(2, perm.flatten(2)).view(perm.shape),
-            (0, padded - length),
-        )  # (B, H, R, L_pad); the end padding is invalid
-        s_pos = F.pad(perm, (0, padded - length), value=-1)
+        s_valid = valid.expand(b, h, length).gather(2, perm.flatten(2)).view(perm.shape)
+        s_valid = F.pad(s_valid, (0, extra))  # (B, H, R, L_pad); the end padding is invalid
+        s_pos = F.pad(perm, (0, extra), value=-1)
 
         def chunks(t: torch.Tensor) -> torch.Tensor:  # (B, H, R, L_pad, …) → (…, n, c, …)
             return t.reshape(b, h, rounds, n_chunks, c, *t.shape[4:])
@@ -123,36 +122,42 @@ class ReformerAttention(Attention):
             prev = torch.cat([torch.full_like(t[:, :, :, :1], fill), t[:, :, :, :-1]], dim=3)
             return torch.cat([prev, t], dim=4)
 
-        cq = chunks(sq)
         ck = with_previous(chunks(sk), 0.0)  # (B, H, R, n, 2c, d)
         cv = with_previous(chunks(sv), 0.0)
-        q_pos = chunks(s_pos)  # (B, H, R, n, c)
-        k_pos = with_previous(q_pos, -1)
-        k_ok = with_previous(chunks(s_valid), False)
-
-        logits = cq @ ck.transpose(-1, -2) * d**-0.5  # (B, H, R, n, c, 2c)
-        allowed = k_ok[..., None, :].expand(logits.shape)
+        k_ok = with_previous(chunks(s_valid), False)  # (B, H, R, n, 2c)
+        key_bias = torch.zeros(k_ok.shape, dtype=q.dtype, device=device)
+        key_bias = key_bias.masked_fill(~k_ok, float("-inf"))[..., None, :]
+        logits = torch.baddbmm(
+            key_bias.expand(b, h, rounds, n_chunks, c, 2 * c).reshape(-1, c, 2 * c),
+            chunks(sq).reshape(-1, c, d),
+            ck.reshape(-1, 2 * c, d).transpose(-1, -2),
+        ).view(b, h, rounds, n_chunks, c, 2 * c)
         if causal:
-            allowed = allowed & (k_pos[..., None, :] <= q_pos[..., :, None])
-        is_self = k_pos[..., None, :] == q_pos[..., :, None]
-        logits = logits.masked_fill(is_self, SELF_LOGIT)
-        # rows without any allowed key (padded queries) get harmless zero logits, then weight 0
-        has_key = allowed.any(dim=-1, keepdim=True)
-        logits = logits.masked_fill(~allowed, float("-inf")).masked_fill(~has_key, 0.0)
-        lse = logits.logsumexp(dim=-1, keepdim=True)
-        probs = (logits - lse).exp().masked_fill(~has_key, 0.0)
+            q_pos = chunks(s_pos)  # (B, H, R, n, c)
+            k_pos = with_previous(q_pos, -1)
+            logits = logits.masked_fill(k_pos[..., None, :] > q_pos[..., :, None], float("-inf"))
+        # a query's own key sits at column c + p of row p (the current chunk follows the previous
+        # one); every row keeps this finite entry, so no row is empty (padded queries included)
+        own = torch.eye(c, 2 * c, dtype=torch.bool, device=device).roll(c, dims=1)
+        logits = logits.masked_fill(own, SELF_LOGIT)
+        probs = torch.softmax(logits, dim=-1)
         out_sorted = (probs @ cv).reshape(b, h, rounds, padded, dv)[:, :, :, :length]
-        lse_sorted = lse.reshape(b, h, rounds, padded)[:, :, :, :length]
+        if rounds > 1:
+            lse = logits.logsumexp(dim=-1)
+            lse_sorted = lse.reshape(b, h, rounds, padded)[:, :, :, :length]
 
         # back to positions, then combine the rounds by their normalizers
         out_r = torch.zeros(b, h, rounds, length, dv, dtype=q.dtype, device=device).scatter(
             3, perm[..., None].expand(b, h, rounds, length, dv), out_sorted
         )
-        lse_r = torch.zeros(b, h, rounds, length, dtype=q.dtype, device=device).scatter(
-            3, perm, lse_sorted
-        )
-        weights = torch.softmax(lse_r, dim=2)  # (B, H, R, L)
-        out = (weights[..., None] * out_r).sum(dim=2)
+        if rounds == 1:
+            out = out_r[:, :, 0]
+        else:
+            lse_r = torch.zeros(b, h, rounds, length, dtype=q.dtype, device=device).scatter(
+                3, perm, lse_sorted
+            )
+            weights = torch.softmax(lse_r, dim=2)  # (B, H, R, L)
+            out = (weights[..., None] * out_r).sum(dim=2)
         if mask is not None:
             out = out.masked_fill(~mask[:, None, :, None], 0.0)
         return out + k[..., :0].sum()  # k unused (shared-QK), linked with a zero gradient
