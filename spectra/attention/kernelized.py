@@ -71,7 +71,8 @@ class KernelizedAttention(Attention):
     @staticmethod
     def _sdpa(x, y, v, mask, causal) -> torch.Tensor:
         lq, lk, dv = x.shape[2], y.shape[2], v.shape[-1]
-        width = max(x.shape[-1] + 2, dv + 1)  # one head dim for q, k, v (fused SDPA kernels)
+        # one head dim for q, k, v, a multiple of 8 (what the fused SDPA kernels take)
+        width = -(-max(x.shape[-1] + 2, dv + 1) // 8) * 8
         half_x = 0.5 * x.square().sum(-1, keepdim=True)
         half_y = 0.5 * y.square().sum(-1, keepdim=True)
         qa = F.pad(
