@@ -1,15 +1,16 @@
 """Report of a sweep: ``python scripts/report.py SOURCE [--out DIR]``.
 
 SOURCE is a Hydra multirun directory (``multirun/spectraformer_grid_…``; a folder of several
-works too), a folder of offline W&B runs (``…/wandb``), or a W&B project ``entity/project``
-(read through the W&B API; ``--group`` picks one sweep). Writes into DIR (default
+works too) or a W&B project ``entity/project`` (read through the W&B public API; ``--group``
+picks one sweep; offline runs: ``wandb sync`` them first). Writes into DIR (default
 ``SOURCE/report`` for a directory, ``report/<project>`` otherwise):
 
 * ``report.md`` — accuracy table in the Spectraformer paper's layout (rows samplers, columns
   component functions, one block per task, best in bold, mean ± std over seeds), failed runs;
 * ``<task>_accuracy.png``, ``<task>_step_time.png``, ``<task>_peak_memory.png`` — heatmaps;
 * ``<task>_pareto.png`` — accuracy vs time per step with the Pareto frontier;
-* ``dashboard.html`` — one self-contained page with all of the above; ``runs.csv`` — every run.
+* ``dashboard.html`` — one self-contained page with all of the above; ``runs.csv`` — every run
+  (the pandas DataFrame the tables are made from).
 
 Exit status 0 when a report was written (even if some runs failed: they are in it), 2 when the
 source holds no runs (the message says what it found).
@@ -21,15 +22,11 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="multirun directory, offline W&B folder, or entity/project")
+    parser.add_argument("source", help="multirun directory or W&B entity/project")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--group", default=None, help="W&B group (sweep) to report")
     parser.add_argument("--accuracy", choices=("test", "val"), default="test",

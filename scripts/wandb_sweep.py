@@ -4,13 +4,15 @@
     python scripts/wandb_sweep.py grid --task lra_listops --seeds 0,1 --out sweeps/listops.yaml \
         -- trainer=gpu experiment=lra_paper
     wandb sweep sweeps/listops.yaml && wandb agent <entity/project/sweep id>
-    wandb sweep sweeps/listops-baselines.yaml && wandb agent …   # softmax, Skyformer
+    wandb sweep sweeps/listops-baselines.yaml && wandb agent …   # softmax, Skyformer, …
 
     # the Optuna search space of hydra/sweeper=spectra_optuna as a W&B Bayesian search
     python scripts/wandb_sweep.py optuna --out sweeps/search.yaml -- experiment=quickstart
 
 Everything after ``--`` is passed to every run as fixed Hydra overrides. W&B's grid method is a
 Cartesian product, so the baselines (no sampler) get their own spec ``<out>-baselines.yaml``.
+Defaults (the baselines, the search space) come from the composed sweeper config
+(``hydra/sweeper=spectra_grid`` or ``spectra_optuna``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(ROOT))
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -30,21 +30,22 @@ def _names(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _optuna_params(sweeper: str, overrides: list[str]) -> tuple[dict[str, str], str, int]:
-    """``hydra.sweeper.params``, direction and n_trials of the composed sweeper config."""
+def _sweeper_config(sweeper: str, overrides: list[str]) -> dict:
+    """The composed ``hydra.sweeper`` config (``params`` as strings)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    from spectra.training.config_store import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[f"hydra/sweeper={sweeper}", *overrides],
                       return_hydra_config=True)
-    sweeper_cfg = cfg.hydra.sweeper
-    params = OmegaConf.to_container(sweeper_cfg.get("params") or {}, resolve=True)
-    direction = sweeper_cfg.get("direction", "maximize")
-    if not isinstance(direction, str):
-        direction = str(getattr(direction, "name", direction))
-    return {str(k): str(v) for k, v in params.items()}, direction, int(
-        sweeper_cfg.get("n_trials") or 0)
+    out = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    out["params"] = {str(k): str(v) for k, v in (out.get("params") or {}).items()}
+    direction = out.get("direction", "maximize")
+    out["direction"] = str(getattr(direction, "name", direction)).lower()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = sub.add_parser("grid", help="the Spectraformer grid (+ a baselines spec)")
     grid.add_argument("--samplers", help="comma-separated (default: every registered sampler)")
     grid.add_argument("--feature-maps", help="comma-separated (default: every registered map)")
-    grid.add_argument("--baselines", default="softmax,skyformer",
-                      help="attention presets run beside the grid ('' for none)")
+    grid.add_argument("--baselines", default=None,
+                      help="attention presets run beside the grid ('' for none; default: "
+                      "hydra.sweeper.baselines of hydra/sweeper=spectra_grid)")
     grid.add_argument("--seeds", default="0", help="comma-separated seeds")
     grid.add_argument("--task", default="lra_listops", help="comma-separated task(s)")
     search = sub.add_parser("optuna", help="the search space of an Optuna sweeper config")
@@ -82,18 +84,21 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.kind == "grid":
+            sweeper = _sweeper_config("spectra_grid", overrides)
             specs = grid_specs(
                 samplers=_names(args.samplers), feature_maps=_names(args.feature_maps),
-                baselines=_names(args.baselines) or [],
+                baselines=(sweeper["baselines"] if args.baselines is None
+                           else _names(args.baselines) or []),
                 seeds=[int(s) for s in _names(args.seeds) or []],
-                tasks=_names(args.task) or [], overrides=overrides, project=args.project,
+                tasks=_names(args.task) or [], overrides=overrides,
+                random_features=sweeper["params"]["attention"], project=args.project,
                 entity=args.entity, name=args.name)
         else:
-            params, direction, n_trials = _optuna_params(args.sweeper, overrides)
-            specs = {"grid": optuna_spec(params, direction=direction, method=args.method,
-                                         overrides=overrides, run_cap=args.run_cap or n_trials
-                                         or None, project=args.project, entity=args.entity,
-                                         name=args.name)}
+            sweeper = _sweeper_config(args.sweeper, overrides)
+            specs = {"grid": optuna_spec(
+                sweeper["params"], direction=sweeper["direction"], method=args.method,
+                overrides=overrides, run_cap=args.run_cap or sweeper.get("n_trials") or None,
+                project=args.project, entity=args.entity, name=args.name)}
     except ValueError as exc:
         print(f"wandb_sweep.py: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
-"""Sweeps: the grid mirrors the registries, job planning, name checks before launching, an
-end-to-end grid multirun with a crashing cell and its report, Optuna, submitit configs and W&B
-sweep specs.
+"""Sweeps: the grid (Hydra's globs over the config groups) mirrors the registries, job planning,
+name checks before launching, an end-to-end grid multirun with a crashing cell and its report,
+Optuna, submitit configs and W&B sweep specs.
 
 Multiruns run in this process (``train.main`` with ``sys.argv`` set, as ``python train.py -m``
 would), so a component registered by a test (a feature map that crashes) takes part.
@@ -27,9 +27,10 @@ from tiny import TINY_MODEL
 import lra_data
 from spectra.features.maps.base import FeatureMap
 from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS
-from spectra.sweeps.grid import GridCell, GridError, check_configs, grid_cells
-from spectra.sweeps.sweeper import SweepFailedError, plan_jobs
+from spectra.sweeps.callbacks import check_sweep_names
+from spectra.sweeps.sweeper import GridError, SweepFailedError, plan_jobs
 from spectra.sweeps.wandb_spec import grid_specs, optuna_spec, parameter_from_override
+from spectra.training.config_store import group_options
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -52,7 +53,7 @@ class CrashingFeatures(FeatureMap):
 
     positive: ClassVar[bool] = True
 
-    def _features(self, x, y, w, x_mask, y_mask, stabilize):  # type: ignore[override]
+    def _scaled(self, x, y, w, x_mask, y_mask):  # type: ignore[override]
         raise RuntimeError("deliberate crash in a test feature map")
 
 
@@ -64,14 +65,11 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def crash_map(tmp_path) -> Iterator[Path]:
-    """Registers ``crash_test_map`` and writes its YAML into an extra config search path."""
+def crash_map() -> Iterator[None]:
+    """Registers ``crash_test_map`` (train.py gives it a config node, like any component)."""
     FEATURE_MAPS.register(CRASH_MAP)(CrashingFeatures)
-    conf = tmp_path / "extra_conf"
-    (conf / "attention" / "feature_map").mkdir(parents=True)
-    (conf / "attention" / "feature_map" / f"{CRASH_MAP}.yaml").write_text(f"name: {CRASH_MAP}\n")
     try:
-        yield conf
+        yield
     finally:
         FEATURE_MAPS.unregister(CRASH_MAP)
 
@@ -94,55 +92,41 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 
 # -- the grid mirrors the registries ------------------------------------------------------------
-def test_grid_enumerates_exactly_the_registered_components() -> None:
-    cells = grid_cells()
-    pairs = {(c.sampler, c.feature_map) for c in cells if not c.is_baseline}
-    assert pairs == {(s, f) for s in SAMPLERS.names() for f in FEATURE_MAPS.names()}
-    assert [c.attention for c in cells if c.is_baseline] == ["softmax", "skyformer"]
-    assert all(c.attention == "spectraformer" for c in cells if not c.is_baseline)
+def _baselines() -> list[str]:
+    return list(_hydra_cfg(["hydra/sweeper=spectra_grid"]).hydra.sweeper.baselines)
+
+
+def test_grid_is_hydras_glob_over_the_registered_components() -> None:
+    sweeper = _hydra_cfg(["experiment=spectraformer_grid"]).hydra.sweeper
+    assert dict(sweeper.params) == {"attention": "spectraformer", "attention/sampler": "glob(*)",
+                                    "attention/feature_map": "glob(*)"}
+    assert {"softmax", "skyformer"} <= set(sweeper.baselines) <= set(ATTENTIONS.names())
+    GlobalHydra.instance().clear()
+    for group, registry in (("attention/sampler", SAMPLERS),
+                            ("attention/feature_map", FEATURE_MAPS)):
+        assert group_options(group) == sorted(registry.names()), group
 
     @SAMPLERS.register("dummy_grid_sampler")
     class DummySampler:  # only the name matters for the grid
         pass
 
-    try:
-        added = {c for c in grid_cells() if c.sampler == "dummy_grid_sampler"}
-        assert {c.feature_map for c in added} == set(FEATURE_MAPS.names())
+    try:  # a newly registered component joins the glob and the W&B grid
+        assert "dummy_grid_sampler" in group_options("attention/sampler")
         spec = grid_specs(baselines=[])["grid"]
         assert "dummy_grid_sampler" in spec["parameters"]["attention/sampler"]["values"]
     finally:
         SAMPLERS.unregister("dummy_grid_sampler")
-    assert not any(c.sampler == "dummy_grid_sampler" for c in grid_cells())
 
 
-def test_grid_axes_are_checked_against_the_registries() -> None:
-    assert [c.label for c in grid_cells(["qmc"], ["oprf", "trig"], [])] == [
-        "qmc × oprf", "qmc × trig"]
-    with pytest.raises(GridError, match="orthogonl") as err:
-        grid_cells(["orthogonl", "qmc"], ["posrf"])
-    assert "orthogonal" in str(err.value) and "gaussian" in str(err.value)
-    with pytest.raises(GridError, match="more than once"):
-        grid_cells(["qmc", "qmc"], ["posrf"])
-    with pytest.raises(GridError, match="empty"):
-        grid_cells([], ["posrf"])
-
-
-def test_registered_component_without_a_config_is_named() -> None:
-    cells = [GridCell("spectraformer", "qmc", "new_map"), GridCell("softmax")]
-    options = {"attention": ["softmax", "spectraformer"], "attention/sampler": ["qmc"],
-               "attention/feature_map": ["posrf"]}
-    with pytest.raises(GridError, match=r"attention/feature_map/new_map\.yaml"):
-        check_configs(cells, options)
-    check_configs(cells[1:], options)
-
-
-def test_config_groups_hold_every_registered_component() -> None:
-    from spectra.plugins import config_group_options
-
-    for group, registry in (("attention/sampler", SAMPLERS),
-                            ("attention/feature_map", FEATURE_MAPS)):
-        assert set(registry.names()) <= set(config_group_options(CONF, group)), group
-    assert {"softmax", "skyformer"} <= set(ATTENTIONS.names())
+def test_sweep_names_are_checked_against_the_registries() -> None:
+    check_sweep_names(["attention/sampler=qmc,orthogonal", "attention/feature_map=glob(*)"])
+    with pytest.raises(ValueError, match="orthogonl") as err:
+        check_sweep_names(["attention/sampler=orthogonl,qmc", "attention.feature_map.name=posr"])
+    assert "registered samplers: " in str(err.value) and "'posr'" in str(err.value)
+    with pytest.raises(ValueError, match="options of task: a, b"):
+        check_sweep_names(["task=c"], lambda group: ["a", "b"])
+    with pytest.raises(ValueError, match="'orthogonl'"):
+        grid_specs(samplers=["orthogonl"])
 
 
 # -- planning -------------------------------------------------------------------------------------
@@ -151,39 +135,36 @@ def _parse(lines: list[str]):
 
 
 def test_plan_jobs_products_tags_and_attention_options() -> None:
-    cells = grid_cells(["gaussian", "qmc"], ["posrf"], ["softmax"])
-    has_m = lambda cell, override: not cell.is_baseline  # noqa: E731 - softmax has no m
-    jobs = plan_jobs(cells, _parse(["seed=0,1", "debug=fdr", "attention.num_features=16,32",
-                                    "tags=[mine]"]), applies=has_m)
+    has_m = lambda cell, override: cell[0] != "attention=softmax"  # noqa: E731 - softmax has no m
+    lines = ["attention=spectraformer", "attention/sampler=gaussian,qmc",
+             "attention/feature_map=posrf", "seed=0,1", "debug=fdr",
+             "attention.num_features=16,32", "tags=[mine]"]
+    jobs = plan_jobs(_parse(lines), ["softmax"], has_m)
     # 2 seeds × (2 random-feature cells × 2 m + softmax once): the baseline is not duplicated
     assert len(jobs) == 2 * (2 * 2 + 1)
-    assert [j.cell.label for j in jobs[:5]] == ["gaussian × posrf", "gaussian × posrf",
-                                               "qmc × posrf", "qmc × posrf", "softmax"]
+    assert [j[1] for j in jobs[:5]] == ["attention/sampler=gaussian"] * 2 + [
+        "attention/sampler=qmc"] * 2 + ["seed=0"]
     first = jobs[0]
-    assert first.overrides[:3] == ("attention=spectraformer", "attention/sampler=gaussian",
-                                   "attention/feature_map=posrf")
-    assert "debug=fdr" in first.overrides and "attention.num_features=16" in first.overrides
-    assert first.overrides[-1] == "tags=['mine','seed=0','attention.num_features=16']"
-    softmax = [j for j in jobs if j.cell.is_baseline]
-    assert [dict(j.axes) for j in softmax] == [{"seed": "0"}, {"seed": "1"}]
-    assert not any("num_features" in o for j in softmax for o in j.overrides)
+    assert first[:3] == ["attention=spectraformer", "attention/sampler=gaussian",
+                         "attention/feature_map=posrf"]
+    assert "debug=fdr" in first and "attention.num_features=16" in first
+    assert first[-1] == "tags=['mine','seed=0','attention.num_features=16']"
+    softmax = [j for j in jobs if j[0] == "attention=softmax"]
+    assert [j[-1] for j in softmax] == ["tags=['mine','seed=0']", "tags=['mine','seed=1']"]
+    assert not any("num_features" in o for j in softmax for o in j)
+    # a later override of a key replaces an earlier one (the command line narrows params)
+    narrowed = plan_jobs(_parse(["attention/sampler=glob(*)", "attention/sampler=qmc"]), [],
+                         has_m)
+    assert narrowed == [["attention/sampler=qmc"]]
 
 
-@pytest.mark.parametrize(
-    ("line", "message"),
-    [("attention=softmax", "baselines"),
-     ("attention.sampler.name=qmc", "attention/sampler=a,b"),
-     ("optim.lr=interval(1e-4,1e-2)", "spectra_optuna")],
-)
-def test_plan_jobs_rejects_overrides_that_conflict_with_the_grid(line, message) -> None:
-    with pytest.raises(GridError, match=message):
-        plan_jobs(grid_cells(["qmc"], ["posrf"], []), _parse([line]))
-
-
-def test_plan_jobs_rejects_an_attention_option_no_cell_has() -> None:
+def test_plan_jobs_rejects_intervals_and_options_no_cell_has() -> None:
+    with pytest.raises(GridError, match="spectra_optuna"):
+        plan_jobs(_parse(["optim.lr=interval(1e-4,1e-2)"]), [], lambda c, o: True)
     with pytest.raises(GridError, match="no cell"):
-        plan_jobs(grid_cells(["qmc"], ["posrf"], ["softmax"]), _parse(["attention.nope=1"]),
-                  applies=lambda cell, override: False)
+        plan_jobs(_parse(["attention.nope=1"]), ["softmax"], lambda c, o: False)
+    assert plan_jobs(_parse(["attention.nope=1"]), ["softmax"], lambda c, o: False,
+                     optional=["attention.nope=1"]) == [[], ["attention=softmax"]]
 
 
 # -- end to end -----------------------------------------------------------------------------------
@@ -194,15 +175,17 @@ def test_grid_multirun_records_a_crash_and_reports_every_cell(
     args = ["experiment=spectraformer_grid", "attention/sampler=gaussian,qmc",
             f"attention/feature_map=posrf,trig,{CRASH_MAP}", "hydra.sweeper.baselines=[softmax]",
             "debug=fdr", f"task.data_dir={data_dir}", "attention.num_features=8",
-            f"hydra.sweep.dir={sweep}", f"hydra.searchpath=[file://{crash_map}]", *FAST]
+            "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}", *FAST]
     with pytest.raises(SweepFailedError, match="2 of 7 jobs failed") as err:
         multirun(args, monkeypatch)
     assert "deliberate crash" in str(err.value)
 
     dirs = job_dirs(sweep)
-    assert len(dirs) == 7  # the crashes did not stop the sweep
+    assert len(dirs) == 7  # the crash in the second batch of two did not stop the sweep
     manifest = json.loads((sweep / "grid.json").read_text())
-    labels = [job["label"] for job in manifest["jobs"]]
+    labels = [" × ".join(o.split("=")[1] for o in job["overrides"][1:3])
+              if job["overrides"][0] == "attention=spectraformer" else job["overrides"][0][10:]
+              for job in manifest["jobs"]]
     assert labels == ["gaussian × posrf", "gaussian × trig", f"gaussian × {CRASH_MAP}",
                       "qmc × posrf", "qmc × trig", f"qmc × {CRASH_MAP}", "softmax"]
     statuses = {label: json.loads((d / "status.json").read_text())
@@ -225,9 +208,8 @@ def test_grid_multirun_records_a_crash_and_reports_every_cell(
     (block,) = report.blocks
     assert block.rows == ["gaussian", "qmc"] and block.cols == [CRASH_MAP, "posrf", "trig"]
     qmc_trig = json.loads((dirs[4] / "metrics.json").read_text())
-    assert block.cells[("qmc", "trig")].mean("test_acc") == pytest.approx(
-        100 * qmc_trig["test/acc"])
-    assert block.cells[("qmc", "trig")].mean("step_time_ms") == pytest.approx(
+    assert block.mean("qmc × trig", "test_acc") == pytest.approx(100 * qmc_trig["test/acc"])
+    assert block.mean("qmc × trig", "step_time_ms") == pytest.approx(
         1000 * qmc_trig["perf/mean_step_time_s"])
     markdown = report.markdown.read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| qmc |"))
@@ -243,48 +225,48 @@ def test_grid_multirun_records_a_crash_and_reports_every_cell(
 
 def test_grid_runs_are_wandb_runs_grouped_by_sweep_and_tagged(data_dir, tmp_path,
                                                               monkeypatch) -> None:
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     from spectra.sweeps.report import build_report
-    from spectra.sweeps.results import read_wandb_file
 
+    started: list[dict] = []
+    init = wandb.init
+
+    def recording_init(*args, **kwargs):
+        started.append(kwargs)
+        return init(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", recording_init)
     sweep = tmp_path / "grid_wandb"
     multirun(["experiment=spectraformer_grid", "attention/sampler=qmc",
               "attention/feature_map=oprf", "hydra.sweeper.baselines=[]", "seed=0,1",
               "logger=wandb", "debug=fdr", f"task.data_dir={data_dir}",
               "attention.num_features=8", f"hydra.sweep.dir={sweep}", *FAST],
              monkeypatch, wandb_mode="offline")
-    files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
-    assert len(files) == 2
-    runs = [read_wandb_file(f) for f in files]
-    assert {r["group"] for r in runs} == {"grid_wandb"}  # the sweep directory's name
-    for seed, run in enumerate(runs):
+    assert len(sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))) == 2
+    assert [run["group"] for run in started] == ["grid_wandb"] * 2  # the sweep directory's name
+    for seed, run in enumerate(started):
         assert {"sampler=qmc", "feature_map=oprf", "task=lra_listops",
                 f"seed={seed}"} <= set(run["tags"])
-        assert run["exit_code"] == 0
-    # the same runs, reported from the folder of offline W&B runs alone
-    offline = tmp_path / "offline"
-    for f in files:
-        target = offline / f.parent.name
-        target.mkdir(parents=True)
-        (target / f.name).write_bytes(f.read_bytes())
-    report = build_report(offline, tmp_path / "report")
-    assert report.collection.kind == "wandb-offline"
-    assert report.blocks[0].cells[("qmc", "oprf")].seeds() == [0, 1]
+    report = build_report(sweep, tmp_path / "report")
+    assert report.blocks[0].seeds("qmc × oprf") == [0, 1]
 
 
 @pytest.mark.parametrize("callback", [True, False], ids=["callback", "sweeper"])
 def test_unregistered_name_fails_before_launching(data_dir, tmp_path, monkeypatch,
                                                   callback) -> None:
-    # checked twice: by the sweep callback, and (without it) by the grid sweeper itself
+    # checked twice: by the sweep callback, and (without it) by Hydra composing every job
     sweep = tmp_path / "sweep"
     args = ["experiment=spectraformer_grid", "attention/sampler=orthogonl,qmc", "debug=fdr",
             f"task.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", *FAST]
     if not callback:
         args.append("~hydra.callbacks.spectra_sweep")
-    with pytest.raises((SystemExit, GridError)) as err:
+    with pytest.raises((SystemExit, Exception)) as err:
         multirun(args, monkeypatch)
     message = str(err.value.code if isinstance(err.value, SystemExit) else err.value)
-    assert "'orthogonl'" in message and "registered samplers: " in message
+    if callback:
+        assert "'orthogonl'" in message and "registered samplers: " in message
+    else:  # Hydra composes every job first: its error names the option and lists the group
+        assert "attention/sampler/orthogonl" in message
     assert "orthogonal" in message
     assert not sweep.exists() or not job_dirs(sweep)
 
@@ -374,7 +356,7 @@ def test_wandb_grid_spec_is_valid_yaml_with_the_grid(tmp_path, capsys) -> None:
     assert {"attention=spectraformer", "task=lra_listops", "trainer=gpu",
             "logger=wandb"} <= set(spec["command"])
     base = yaml.safe_load((tmp_path / "listops-baselines.yaml").read_text())
-    assert base["parameters"]["attention"]["values"] == ["softmax", "skyformer"]
+    assert base["parameters"]["attention"]["values"] == _baselines()
     assert "attention=spectraformer" not in base["command"]
     assert "144 runs" in capsys.readouterr().out or len(SAMPLERS.names()) != 9
     assert script.main(["grid", "--samplers", "nope", "--out", str(out)]) == 2

@@ -1,29 +1,10 @@
 """Sweeps and reports: the Spectraformer grid (every registered sampler × every registered
-component function, arXiv 2405.15310) as a Hydra sweeper, a sweep callback that validates names
-and records run statuses, W&B sweep specs, and the report / dashboard builder.
+component function, arXiv 2405.15310) as Hydra's own multirun plus baselines
+(:mod:`~spectra.sweeps.sweeper`), a Hydra callback that checks names and records run statuses
+(:mod:`~spectra.sweeps.callbacks`), W&B sweep specs (:mod:`~spectra.sweeps.wandb_spec`), and the
+report: runs into one pandas DataFrame (:mod:`~spectra.sweeps.results`), the paper's table
+(:mod:`~spectra.sweeps.summary`), figures, dashboard (:mod:`~spectra.sweeps.report`).
 
-Importing this package is cheap: no torch, Lightning, W&B or matplotlib (the submodules that need
-Hydra, matplotlib or W&B import them themselves)."""
-
-from spectra.sweeps.grid import (
-    AXES,
-    DEFAULT_BASELINES,
-    RANDOM_FEATURES_PRESET,
-    GridCell,
-    GridError,
-    axis_values,
-    grid_cells,
-)
-from spectra.sweeps.status import read_status, write_status
-
-__all__ = [
-    "AXES",
-    "DEFAULT_BASELINES",
-    "RANDOM_FEATURES_PRESET",
-    "GridCell",
-    "GridError",
-    "axis_values",
-    "grid_cells",
-    "read_status",
-    "write_status",
-]
+Importing this package is cheap: the submodules import Hydra, pandas, matplotlib or W&B
+themselves.
+"""

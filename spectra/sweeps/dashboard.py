@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from spectra.sweeps.plots import PEAK_MEMORY, STEP_TIME, Metric
-from spectra.sweeps.summary import Block, CellSummary, format_value
+import pandas as pd
 
-if TYPE_CHECKING:
-    from spectra.sweeps.report import Report
+from spectra.sweeps.summary import PEAK_MEMORY, STEP_TIME, Block, Metric
 
 __all__ = ["write_dashboard"]
 
@@ -38,91 +35,66 @@ details{margin:.5em 0}
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    alt = html.escape(path.stem)
-    return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _td(cell: CellSummary | None, block: Block, metric: Metric) -> str:
-    text = format_value(cell, metric.key, metric.digits)
-    value = cell.mean(metric.key) if cell is not None else math.nan
-    best = block.best(metric.key, metric.higher_is_better)
-    if not math.isnan(value) and math.isclose(value, best, rel_tol=1e-12):
-        css = "best"
-    elif cell is None or not cell.runs:
-        css = "none"
-    elif cell.problems():
-        css = "bad"
-    else:
-        css = ""
-    title = "; ".join(f"seed {r.seed}: {r.status}" + (f" ({r.error})" if r.error else "")
-                      for r in (cell.runs if cell else []))
-    return f'<td class="{css}" title="{html.escape(title)}">{html.escape(text)}</td>'
+def _css(block: Block, label: str | None, metric: Metric) -> str:
+    if block.is_best(label, metric):
+        return "best"
+    return "none" if label is None else "bad" if block.problems(label) else ""
 
 
 def _table(block: Block, metric: Metric) -> str:
+    """The block's grid and baselines as pandas Styler tables, best, failed and empty cells
+    classed for the CSS."""
+    labels = (pd.DataFrame([[block.cell(r, c) for c in block.cols] for r in block.rows],
+                           index=block.rows, columns=block.cols),
+              pd.DataFrame({0: block.baselines}, index=block.baselines))
     parts = []
-    if block.rows:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in block.cols)
-        parts.append(f"<table><thead><tr><th>sampler \\ component function</th>{head}</tr>"
-                     "</thead><tbody>")
-        for row in block.rows:
-            cells = "".join(_td(block.cells.get((row, c)), block, metric) for c in block.cols)
-            parts.append(f"<tr><th>{html.escape(row)}</th>{cells}</tr>")
-        parts.append("</tbody></table>")
-    if block.baselines:
-        parts.append(f"<table><thead><tr><th>baseline</th><th>{html.escape(metric.label)}"
-                     "</th></tr></thead><tbody>")
-        for name, cell in block.baselines.items():
-            parts.append(f"<tr><th>{html.escape(name)}</th>{_td(cell, block, metric)}</tr>")
-        parts.append("</tbody></table>")
+    for table, cells in zip(block.table(metric), labels):
+        if table.empty:
+            continue
+        cells.columns = table.columns
+        classes = cells.map(lambda label: _css(block, label, metric))
+        parts.append(table.style.format(escape="html").set_td_classes(classes).to_html())
     return "".join(parts)
 
 
-def write_dashboard(report: Report, path: Path, *, title: str = "Spectraformer grid",
-                    command: str | None = None) -> Path:
-    """Write the dashboard of ``report`` to ``path``."""
-    col = report.collection
-    counts = report.status_counts()
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+def write_dashboard(path: Path, *, blocks: Sequence[Block], runs: pd.DataFrame, accuracy: Metric,
+                    figures: Mapping[str, Sequence[Path]], notes: Sequence[str], source: str,
+                    kind: str, commands: Sequence[str], title: str = "Spectraformer grid") -> Path:
+    """Write the dashboard of a report to ``path``."""
+    counts = runs["status"].value_counts().sort_index()
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} "
            f"report</title><style>{_CSS}</style></head><body>",
            f"<h1>{html.escape(title)} report</h1>",
-           f"<p class='meta'>Source <code>{html.escape(col.source)}</code> ({col.kind}); "
-           f"{sum(counts.values())} runs: {html.escape(summary)}. Generated "
+           f"<p class='meta'>Source <code>{html.escape(source)}</code> ({kind}); "
+           f"{len(runs)} runs: {html.escape(summary)}. Generated "
            f"{time.strftime('%Y-%m-%d %H:%M')}. Rows: samplers; columns: component functions "
-           "(Spectraformer, arXiv 2405.15310); best of each block in bold; hover a cell for its "
-           "runs.</p>"]
-    for cmd in ([command] if command else col.commands):
-        out.append(f"<pre>{html.escape(cmd)}</pre>")
-    if len(report.blocks) > 1:
-        links = " · ".join(f"<a href='#{html.escape(b.slug)}'>{html.escape(b.title)}</a>"
-                           for b in report.blocks)
-        out.append(f"<p>{links}</p>")
-    for block in report.blocks:
-        out.append(f"<h2 id='{html.escape(block.slug)}'>{html.escape(block.title)}</h2>")
-        seeds = block.seeds()
-        out.append(f"<p>{html.escape(report.accuracy.label)}, mean ± std over "
-                   f"{len(seeds) or 1} seed(s).</p>")
-        out.append(_table(block, report.accuracy))
-        out.append("<details><summary>time per step and peak memory tables</summary>")
-        out.append(_table(block, STEP_TIME) + _table(block, PEAK_MEMORY) + "</details>")
-        out.append("<div class='figs'>")
-        for png in report.figures.get(block.slug, []):
-            out.append(f"<figure>{_img(png)}</figure>")
-        out.append("</div>")
-    bad = [r for r in col.runs if r.status != "ok"]
-    if bad:
-        out.append("<h2>Runs without a result</h2><table><thead><tr><th>run</th><th>seed</th>"
-                   "<th>status</th><th>error</th><th>where</th></tr></thead><tbody>")
-        for run in bad:
-            out.append(
-                f"<tr><td>{html.escape(f'{run.task} · {run.label}')}</td><td>{run.seed}</td>"
-                f"<td>{html.escape(run.status)}</td><td>{html.escape(run.error or '')}</td>"
-                f"<td><code>{html.escape(run.source)}</code></td></tr>")
-        out.append("</tbody></table>")
-    if report.notes:
-        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>"
-                                                  for n in report.notes) + "</ul>")
+           "(Spectraformer, arXiv 2405.15310); best of each block in bold.</p>"]
+    out += [f"<pre>{html.escape(cmd)}</pre>" for cmd in commands]
+    if len(blocks) > 1:
+        out.append("<p>" + " · ".join(f"<a href='#{html.escape(b.slug)}'>{html.escape(b.title)}"
+                                      "</a>" for b in blocks) + "</p>")
+    for block in blocks:
+        out += [f"<h2 id='{html.escape(block.slug)}'>{html.escape(block.title)}</h2>",
+                f"<p>{html.escape(accuracy.label)}, mean ± std over "
+                f"{len(block.seeds()) or 1} seed(s).</p>", _table(block, accuracy),
+                "<details><summary>time per step and peak memory tables</summary>",
+                _table(block, STEP_TIME) + _table(block, PEAK_MEMORY) + "</details>",
+                "<div class='figs'>",
+                *(f"<figure>{_img(png)}</figure>" for png in figures.get(block.slug, [])),
+                "</div>"]
+    bad = runs[runs["status"] != "ok"]
+    if not bad.empty:
+        table = bad.assign(run=bad["task"].astype(str) + " · " + bad["label"].astype(str))
+        out += ["<h2>Runs without a result</h2>",
+                table[["run", "seed", "status", "error", "source"]].to_html(index=False,
+                                                                          na_rep="")]
+    if notes:
+        out.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                   + "</ul>")
     out.append("</body></html>")
     path.write_text("\n".join(out))
     return path

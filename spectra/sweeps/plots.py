@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib import colormaps
@@ -18,61 +17,22 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from spectra.sweeps.summary import Block, CellSummary
+from spectra.sweeps.summary import Block, Metric
 
-__all__ = ["ACCURACY", "METRICS", "PEAK_MEMORY", "STEP_TIME", "VAL_ACCURACY", "Metric",
-           "heatmap", "pareto"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How a report shows one metric."""
-
-    key: str  # RunRecord.metrics key
-    title: str
-    unit: str
-    higher_is_better: bool
-    digits: int
-    cmap: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.title} ({self.unit})"
-
-
-ACCURACY = Metric("test_acc", "Test accuracy", "%", True, 1, "viridis")
-VAL_ACCURACY = Metric("val_acc", "Best validation accuracy", "%", True, 1, "viridis")
-STEP_TIME = Metric("step_time_ms", "Time per training step", "ms", False, 1, "magma_r")
-PEAK_MEMORY = Metric("peak_mem_mb", "Peak memory", "MiB", False, 0, "cividis_r")
-METRICS = {m.key: m for m in (ACCURACY, VAL_ACCURACY, STEP_TIME, PEAK_MEMORY)}
+__all__ = ["heatmap", "pareto"]
 
 _BLANK = "#f2f2f2"
 
 
-def _cell_text(cell: CellSummary | None, metric: Metric) -> str:
-    if cell is None or not cell.runs:
-        return ""
-    values = cell.values(metric.key)
-    if not values:
-        return cell.problems().replace(", ", "\n") or "n/a"
-    text = f"{cell.mean(metric.key):.{metric.digits}f}"
-    if len(values) > 1:
-        text += f"\n±{cell.std(metric.key):.{metric.digits}f}"
-    failed = cell.count("failed")
-    if failed:
-        text += f"\n({failed} failed)"
-    return text
-
-
-def _draw_grid(ax, cells: list[list[CellSummary | None]], metric: Metric, norm: Normalize,
-               best: float, height: int | None = None) -> None:
+def _draw_grid(ax, block: Block, cells: list[list[str | None]], metric: Metric, norm: Normalize,
+               height: int | None = None) -> None:
     cmap = colormaps[metric.cmap]
     n_rows, n_cols = len(cells), len(cells[0]) if cells else 0
     for i, row in enumerate(cells):
         for j, cell in enumerate(row):
-            value = cell.mean(metric.key) if cell is not None else math.nan
+            value = block.mean(cell, metric.key)
             if math.isnan(value):
-                hatch = "//" if cell is not None and cell.runs else None
+                hatch = "//" if cell is not None else None
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=_BLANK,
                                        edgecolor="#bbbbbb", hatch=hatch, linewidth=0.5))
                 color = "#444444"
@@ -82,8 +42,9 @@ def _draw_grid(ax, cells: list[list[CellSummary | None]], metric: Metric, norm: 
                                        edgecolor="white", linewidth=0.5))
                 luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
                 color = "black" if luminance > 0.55 else "white"
-            is_best = not math.isnan(value) and math.isclose(value, best, rel_tol=1e-12)
-            ax.text(j, i, _cell_text(cell, metric), ha="center", va="center", fontsize=7,
+            is_best = block.is_best(cell, metric)
+            text = "" if cell is None else block.text(cell, metric, sep="\n").replace(", ", "\n")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color=color, fontweight="bold" if is_best else "normal")
             if is_best:
                 ax.add_patch(Rectangle((j - 0.46, i - 0.46), 0.92, 0.92, fill=False,
@@ -95,15 +56,13 @@ def _draw_grid(ax, cells: list[list[CellSummary | None]], metric: Metric, norm: 
 
 def heatmap(block: Block, metric: Metric, path: str | Path) -> Path:
     """Heatmap of ``metric`` over samplers × component functions (+ a baseline strip)."""
-    grid = [[block.cells.get((r, c)) for c in block.cols] for r in block.rows]
-    baselines = [[cell] for cell in block.baselines.values()]
-    values = [c.mean(metric.key) for c in block.all_cells()]
-    finite = [v for v in values if not math.isnan(v)]
-    lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    grid = [[block.cell(r, c) for c in block.cols] for r in block.rows]
+    baselines = [[label] for label in block.baselines]
+    finite = block.cells[f"{metric.key}_mean"].dropna()
+    lo, hi = (finite.min(), finite.max()) if len(finite) else (0.0, 1.0)
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     norm = Normalize(vmin=lo, vmax=hi)
-    best = block.best(metric.key, metric.higher_is_better)
 
     n_rows = max(len(block.rows), len(baselines), 1)
     width = 2.2 + 0.95 * max(len(block.cols), 1) + (1.6 if baselines else 0.0)
@@ -112,7 +71,7 @@ def heatmap(block: Block, metric: Metric, path: str | Path) -> Path:
     axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     ax_grid, cax = axes[0], axes[-1]
     if block.rows:
-        _draw_grid(ax_grid, grid, metric, norm, best)
+        _draw_grid(ax_grid, block, grid, metric, norm)
         ax_grid.set_xticks(range(len(block.cols)), block.cols, rotation=35, ha="right")
         ax_grid.set_yticks(range(len(block.rows)), block.rows)
         ax_grid.set_xlabel("component function")
@@ -121,11 +80,11 @@ def heatmap(block: Block, metric: Metric, path: str | Path) -> Path:
         ax_grid.set_axis_off()
     if baselines:
         ax_base = axes[1]
-        _draw_grid(ax_base, baselines, metric, norm, best, height=n_rows)
+        _draw_grid(ax_base, block, baselines, metric, norm, height=n_rows)
         for side in ("top", "right", "bottom", "left"):
             ax_base.spines[side].set_visible(False)
         ax_base.set_xticks([0], ["baseline"])
-        ax_base.set_yticks(range(len(baselines)), list(block.baselines))
+        ax_base.set_yticks(range(len(baselines)), block.baselines)
         ax_base.yaxis.tick_right()
     mappable = colormaps[metric.cmap]
     from matplotlib.cm import ScalarMappable
@@ -174,20 +133,22 @@ def pareto(block: Block, accuracy: Metric, time: Metric, path: str | Path) -> Pa
     colors = _palette(len(samplers))
     maps = block.cols
     points: list[tuple[float, float, str]] = []
-    for (sampler, fmap), cell in sorted(block.cells.items()):
-        x, y = cell.mean(time.key), cell.mean(accuracy.key)
+    for label, (sampler, fmap) in block.cells[["sampler", "feature_map"]].dropna().iterrows():
+        x, y = block.mean(label, time.key), block.mean(label, accuracy.key)
         if math.isnan(x) or math.isnan(y):
             continue
-        ax.errorbar(x, y, xerr=_nan0(cell.std(time.key)), yerr=_nan0(cell.std(accuracy.key)),
+        ax.errorbar(x, y, xerr=_nan0(block.std(label, time.key)),
+                    yerr=_nan0(block.std(label, accuracy.key)),
                     fmt=_MARKERS[maps.index(fmap) % len(_MARKERS)],
                     color=colors[samplers.index(sampler)], markersize=6, alpha=0.85,
                     elinewidth=0.6, capsize=0)
-        points.append((x, y, cell.label))
-    for k, (name, cell) in enumerate(block.baselines.items()):
-        x, y = cell.mean(time.key), cell.mean(accuracy.key)
+        points.append((x, y, label))
+    for k, name in enumerate(block.baselines):
+        x, y = block.mean(name, time.key), block.mean(name, accuracy.key)
         if math.isnan(x) or math.isnan(y):
             continue
-        ax.errorbar(x, y, xerr=_nan0(cell.std(time.key)), yerr=_nan0(cell.std(accuracy.key)),
+        ax.errorbar(x, y, xerr=_nan0(block.std(name, time.key)),
+                    yerr=_nan0(block.std(name, accuracy.key)),
                     fmt="*" if k == 0 else "p", color="black", markersize=11, elinewidth=0.6,
                     label=f"{name} (baseline)")
         points.append((x, y, name))
@@ -213,7 +174,7 @@ def pareto(block: Block, accuracy: Metric, time: Metric, path: str | Path) -> Pa
     ax.set_xlabel(time.label + " — lower is better")
     ax.set_ylabel(accuracy.label + " — higher is better")
     ax.grid(True, alpha=0.3)
-    failed = sum(1 for c in block.all_cells() if c.runs and math.isnan(c.mean(accuracy.key)))
+    failed = int(block.cells[f"{accuracy.key}_mean"].isna().sum())
     note = f" ({failed} cell{'s' if failed != 1 else ''} without a result not shown)" if failed \
         else ""
     ax.set_title(f"{block.title}: accuracy vs time per step{note}", fontsize=9)

@@ -1,28 +1,26 @@
 """Build a grid report: markdown table in the Spectraformer paper's layout (arXiv 2405.15310),
-heatmaps (accuracy, time per step, peak memory), a Pareto plot, ``runs.csv`` and a
-self-contained HTML dashboard. ``scripts/report.py`` is the command line."""
+heatmaps (accuracy, time per step, peak memory), a Pareto plot, ``runs.csv`` (the runs
+DataFrame) and a self-contained HTML dashboard. ``scripts/report.py`` is the command line."""
 
 from __future__ import annotations
 
-import csv
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spectra.sweeps.plots import ACCURACY, PEAK_MEMORY, STEP_TIME, VAL_ACCURACY, Metric
-from spectra.sweeps.results import (
-    FAILED_RUN,
-    INCOMPLETE,
-    METRICS,
-    MISSING,
-    OK,
-    Collection,
-    RunRecord,
-    collect,
+import pandas as pd
+
+from spectra.sweeps.results import COLUMNS, FAILED_RUN, INCOMPLETE, MISSING, OK, Runs, collect
+from spectra.sweeps.summary import (
+    ACCURACY,
+    PEAK_MEMORY,
+    STEP_TIME,
+    VAL_ACCURACY,
+    Block,
+    Metric,
+    summarize,
 )
-from spectra.sweeps.summary import Block, CellSummary, format_value, summarize
 
 __all__ = ["Report", "build_report", "markdown_table"]
 
@@ -32,7 +30,7 @@ class Report:
     """What :func:`build_report` wrote."""
 
     out_dir: Path
-    collection: Collection
+    runs: Runs
     blocks: list[Block]
     notes: list[str]
     accuracy: Metric
@@ -42,42 +40,30 @@ class Report:
     csv: Path | None = None
 
     def status_counts(self) -> Counter[str]:
-        return Counter(r.status for r in self.collection.runs)
+        return Counter(self.runs.frame["status"])
 
 
-def _bold(text: str) -> str:
-    return f"**{text}**"
-
-
-def _is_best(cell: CellSummary | None, block: Block, metric: Metric) -> bool:
-    if cell is None:
-        return False
-    value = cell.mean(metric.key)
-    best = block.best(metric.key, metric.higher_is_better)
-    return not math.isnan(value) and math.isclose(value, best, rel_tol=1e-12)
-
-
-def _md_cell(cell: CellSummary | None, block: Block, metric: Metric) -> str:
-    text = format_value(cell, metric.key, metric.digits)
-    return _bold(text) if _is_best(cell, block, metric) else text
+def _markdown(table: pd.DataFrame, corner: str) -> list[str]:
+    lines = [f"| {corner} | " + " | ".join(map(str, table.columns)) + " |",
+             "|---|" + "---:|" * len(table.columns)]
+    return lines + [f"| {row} | " + " | ".join(cells) + " |"
+                    for row, cells in zip(table.index, table.values.tolist())]
 
 
 def markdown_table(block: Block, metric: Metric) -> str:
     """Rows samplers, columns component functions, best of the block in bold; baselines below."""
-    lines = []
-    if block.rows:
-        lines.append("| sampler \\ component function | " + " | ".join(block.cols) + " |")
-        lines.append("|---|" + "---:|" * len(block.cols))
-        for row in block.rows:
-            cells = [_md_cell(block.cells.get((row, col)), block, metric) for col in block.cols]
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    grid, base = block.table(metric)
+    labels = [[block.cell(r, c) for c in block.cols] for r in block.rows]
+    for i, row in enumerate(labels):
+        for j, label in enumerate(row):
+            if block.is_best(label, metric):
+                grid.iat[i, j] = f"**{grid.iat[i, j]}**"
+    for i, label in enumerate(block.baselines):
+        if block.is_best(label, metric):
+            base.iat[i, 0] = f"**{base.iat[i, 0]}**"
+    lines = _markdown(grid, "sampler \\ component function") if block.rows else []
     if block.baselines:
-        if lines:
-            lines.append("")
-        lines.append("| baseline | " + metric.title.lower() + " |")
-        lines.append("|---|---:|")
-        for name, cell in block.baselines.items():
-            lines.append(f"| {name} | {_md_cell(cell, block, metric)} |")
+        lines += ([""] if lines else []) + _markdown(base, "baseline")
     return "\n".join(lines)
 
 
@@ -88,23 +74,14 @@ def _seeds_text(block: Block) -> str:
     return f"seed {seeds[0]}" if seeds else "one run per cell"
 
 
-def _problem_runs(runs: list[RunRecord]) -> list[RunRecord]:
-    order = {FAILED_RUN: 0, INCOMPLETE: 1, MISSING: 2}
-    bad = [r for r in runs if r.status != OK]
-    return sorted(bad, key=lambda r: (order.get(r.status, 3), r.task or "", r.label, r.seed or 0))
-
-
-def _counts_text(counts: Counter[str]) -> str:
-    total = sum(counts.values())
-    parts = [f"{counts[s]} {s}" for s in (OK, FAILED_RUN, INCOMPLETE, MISSING) if counts[s]]
-    return f"{total} runs: " + ", ".join(parts)
-
-
 def _write_markdown(report: Report, path: Path, command: str | None) -> None:
-    col = report.collection
-    lines = ["# Spectraformer grid report", ""]
-    lines.append(f"Source: `{col.source}` ({col.kind}); {_counts_text(report.status_counts())}.")
-    for cmd in ([command] if command else col.commands):
+    runs = report.runs
+    counts = report.status_counts()
+    lines = ["# Spectraformer grid report", "",
+             f"Source: `{runs.source}` ({runs.kind}); {sum(counts.values())} runs: "
+             + ", ".join(f"{counts[s]} {s}" for s in (OK, FAILED_RUN, INCOMPLETE, MISSING)
+                         if counts[s]) + "."]
+    for cmd in ([command] if command else runs.commands):
         lines += ["", "Command:", "", "```bash", cmd, "```"]
     lines += ["", f"Generated by `scripts/report.py` on {time.strftime('%Y-%m-%d %H:%M')}. "
               "Rows: samplers; columns: component functions (the layout of the Spectraformer "
@@ -114,14 +91,15 @@ def _write_markdown(report: Report, path: Path, command: str | None) -> None:
         acc = report.accuracy
         lines += [f"## {block.title}", "",
                   f"{acc.title} (%), {_seeds_text(block)}.", "", markdown_table(block, acc), ""]
-        for png in report.figures.get(block.slug, []):
-            lines += [f"![{png.stem}]({png.name})", ""]
-    problems = _problem_runs(report.collection.runs)
-    if problems:
+        lines += [f"![{png.stem}]({png.name})\n" for png in report.figures.get(block.slug, [])]
+    bad = runs.frame[runs.frame["status"] != OK].copy()
+    if not bad.empty:
+        bad["order"] = bad["status"].map({FAILED_RUN: 0, INCOMPLETE: 1, MISSING: 2})
+        bad = bad.sort_values(["order", "task", "label", "seed"], na_position="first")
         lines += ["## Runs without a result", "", "| run | seed | status | error | where |",
                   "|---|---|---|---|---|"]
-        for run in problems:
-            error = (run.error or "").replace("|", "\\|").replace("\n", " ")[:200]
+        for run in bad.itertuples():
+            error = str(run.error or "").replace("|", "\\|").replace("\n", " ")[:200]
             lines.append(f"| {run.task} · {run.label} | {run.seed} | {run.status} | {error} | "
                          f"`{run.source}` |")
         lines.append("")
@@ -131,18 +109,6 @@ def _write_markdown(report: Report, path: Path, command: str | None) -> None:
         lines += [f"Dashboard (one self-contained file): [{report.html.name}]({report.html.name})",
                   ""]
     path.write_text("\n".join(lines))
-
-
-def _write_csv(runs: list[RunRecord], path: Path) -> None:
-    fields = ["task", "attention", "sampler", "feature_map", "num_features", "seed", "status",
-              *METRICS, "error", "name", "sweep", "source"]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for run in runs:
-            row = {k: getattr(run, k) for k in fields if k not in METRICS}
-            row.update({k: run.metrics.get(k) for k in METRICS})
-            writer.writerow(row)
 
 
 def build_report(
@@ -161,18 +127,16 @@ def build_report(
 
     if accuracy not in ("test", "val"):
         raise ValueError(f"accuracy must be 'test' or 'val', got {accuracy!r}")
-    collection = collect(source, group=group)
-    blocks, notes = summarize(collection.runs)
+    runs = collect(source, group=group)
+    blocks, notes = summarize(runs.frame)
     acc = ACCURACY if accuracy == "test" else VAL_ACCURACY
-    if acc is ACCURACY and collection.runs and not any(
-        ACCURACY.key in r.metrics for r in collection.runs
-    ):
+    if acc is ACCURACY and runs.frame[ACCURACY.key].isna().all():
         notes.append("no run has a test accuracy (test=false?): showing the best validation "
                      "accuracy instead")
         acc = VAL_ACCURACY
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(out, collection, blocks, [*collection.notes, *notes], acc)
+    report = Report(out, runs, blocks, [*runs.notes, *notes], acc)
     for block in blocks:
         pngs = [heatmap(block, metric, out / f"{block.slug}_{name}.png")
                 for name, metric in (("accuracy", acc), ("step_time", STEP_TIME),
@@ -180,9 +144,11 @@ def build_report(
         pngs.append(pareto(block, acc, STEP_TIME, out / f"{block.slug}_pareto.png"))
         report.figures[block.slug] = pngs
     report.csv = out / "runs.csv"
-    _write_csv(collection.runs, report.csv)
-    report.html = out / "dashboard.html"
-    write_dashboard(report, report.html, title=title, command=command)
+    runs.frame[[c for c in COLUMNS if c != "overrides"]].to_csv(report.csv, index=False)
+    report.html = write_dashboard(
+        out / "dashboard.html", blocks=blocks, runs=runs.frame, accuracy=acc,
+        figures=report.figures, notes=report.notes, source=runs.source, kind=runs.kind,
+        commands=[command] if command else runs.commands, title=title)
     report.markdown = out / "report.md"
     _write_markdown(report, report.markdown, command)
     return report

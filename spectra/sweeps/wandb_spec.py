@@ -4,6 +4,8 @@ grid or from an Optuna search space. The agent runs ``train.py`` with Hydra over
 
 W&B's grid method is a Cartesian product too, so the baselines (which have no sampler) get a
 spec of their own: :func:`grid_specs` returns the random-feature grid and, if any, the baselines.
+``scripts/wandb_sweep.py`` takes the defaults (baselines, random-feature preset) from the composed
+``hydra/sweeper=spectra_grid`` config, the one place they are written.
 """
 
 from __future__ import annotations
@@ -11,13 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spectra.sweeps.grid import (
-    AXES,
-    DEFAULT_BASELINES,
-    RANDOM_FEATURES_PRESET,
-    axis_values,
-    check_baselines,
-)
+from spectra.registry import FEATURE_MAPS, SAMPLERS, Registry
 
 __all__ = ["METRIC", "grid_specs", "optuna_spec", "parameter_from_override"]
 
@@ -47,15 +43,27 @@ def _values_param(values: Sequence[Any]) -> dict[str, Any]:
     return {"values": list(values)}
 
 
+def _registered(registry: Registry, names: Sequence[str] | None) -> list[str]:
+    """``names`` (every registered name when None), checked against ``registry``."""
+    if names is None:
+        return registry.names()
+    unknown = [n for n in names if n not in registry]
+    if unknown or not names:
+        raise ValueError(f"unregistered {registry.kind}(s) {', '.join(map(repr, unknown))}"
+                         if unknown else f"no {registry.kind}s given"
+                         f"; registered {registry.kind}s: {', '.join(registry.names())}")
+    return list(dict.fromkeys(names))
+
+
 def grid_specs(
     *,
     samplers: Sequence[str] | None = None,
     feature_maps: Sequence[str] | None = None,
-    baselines: Sequence[str] | None = DEFAULT_BASELINES,
+    baselines: Sequence[str] = (),
     seeds: Sequence[int] = (0,),
     tasks: Sequence[str] = ("lra_listops",),
     overrides: Sequence[str] = (),
-    random_features: str = RANDOM_FEATURES_PRESET,
+    random_features: str = "spectraformer",
     project: str | None = None,
     entity: str | None = None,
     name: str | None = None,
@@ -74,13 +82,13 @@ def grid_specs(
         shared["task"] = _values_param(list(tasks))
     grid = _base("grid", project, entity, "maximize", name and f"{name}-grid")
     grid["parameters"] = {
-        AXES["sampler"].group: _values_param(axis_values("sampler", samplers)),
-        AXES["feature_map"].group: _values_param(axis_values("feature_map", feature_maps)),
+        "attention/sampler": _values_param(_registered(SAMPLERS, samplers)),
+        "attention/feature_map": _values_param(_registered(FEATURE_MAPS, feature_maps)),
         **shared,
     }
     grid["command"] = _command([f"attention={random_features}", *fixed])
     specs = {"grid": grid}
-    names = check_baselines(baselines or ())
+    names = list(dict.fromkeys(baselines))
     if names:
         base = _base("grid", project, entity, "maximize", name and f"{name}-baselines")
         base["parameters"] = {"attention": _values_param(names), **shared}
