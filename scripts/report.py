@@ -5,8 +5,10 @@ works too) or a W&B project ``entity/project`` (read through the W&B public API;
 picks one sweep; offline runs: ``wandb sync`` them first). Writes into DIR (default
 ``SOURCE/report`` for a directory, ``report/<project>`` otherwise):
 
-* ``report.md`` — accuracy table in the Spectraformer paper's layout (rows samplers, columns
-  component functions, one block per task, best in bold, mean ± std over seeds), failed runs;
+* ``report.md`` — the cross-task LRA table of the Spectraformer paper (rows component function
+  × sampler, columns ListOps, Text, Retrieval, Image, Pathfinder and their average), then one
+  table per task (rows samplers, columns component functions, best in bold, mean ± std over
+  seeds), failed runs;
 * ``<task>_accuracy.png``, ``<task>_step_time.png``, ``<task>_peak_memory.png`` — heatmaps;
 * ``<task>_pareto.png`` — accuracy vs time per step with the Pareto frontier;
 * ``dashboard.html`` — one self-contained page with all of the above; ``runs.csv`` — every run

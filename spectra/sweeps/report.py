@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spectra.sweeps.lra_table import lra_markdown
 from spectra.sweeps.results import COLUMNS, FAILED_RUN, INCOMPLETE, MISSING, OK, Runs, collect
 from spectra.sweeps.summary import (
     ACCURACY,
@@ -87,6 +88,12 @@ def _write_markdown(report: Report, path: Path, command: str | None) -> None:
               "Rows: samplers; columns: component functions (the layout of the Spectraformer "
               "paper, arXiv 2405.15310, Table 2); best of each block in **bold**. A cell with "
               "failed runs says so; failed runs are never averaged in.", ""]
+    if report.blocks:
+        lines += ["## LRA, all tasks (Spectraformer layout)", "",
+                  f"{report.accuracy.title} (%): rows component function × sampler, then the "
+                  "baselines; columns ListOps, Text, Retrieval, Image, Pathfinder (L T R I P; "
+                  "`–` = no runs) and their average; best of each column in **bold**.", "",
+                  lra_markdown(report.blocks, report.accuracy), ""]
     for block in report.blocks:
         acc = report.accuracy
         lines += [f"## {block.title}", "",
