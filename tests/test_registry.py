@@ -16,10 +16,12 @@ from spectra.registry import (
 
 REQUIRED = {
     "samplers": (SAMPLERS, {"gaussian", "orthogonal", "sorf", "qmc", "mm", "fastfood",
-                            "fastfood_learnable", "learnable"}),
+                            "fastfood_learnable", "learnable", "gq", "sgq", "scrf", "rom"}),
     "feature_maps": (FEATURE_MAPS, {"trig", "posrf", "hyperbolic", "gerf", "oprf", "sderf",
                                     "saderf"}),
-    "attentions": (ATTENTIONS, {"softmax", "random_features", "skyformer"}),
+    "attentions": (ATTENTIONS, {"softmax", "random_features", "skyformer", "nystromformer",
+                                "linear", "kernelized", "linformer", "reformer", "bigbird",
+                                "informer"}),
 }
 
 
