@@ -1,7 +1,7 @@
 """Feature maps (component functions): formulas, stabilizers, masking, data statistics, errors.
 
 Every test that can is parametrized over ``FEATURE_MAPS.names()`` so plugin maps are checked too;
-formula references exist for the built-in maps (DESIGN.md §1).
+formula references exist for the built-in maps (docs/design.md §1).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ kernel is unchanged; only the variance moves. OPRF's objective grows with
 
 which balances the two sides: mean_i (Ψ_l x_il)² = mean_j (y_jl / Ψ_l)² = √(a_l b_l). Large
 keys make Ψ_l > 1 and enlarge the queries. (With equal numbers of valid queries and keys, as in
-the paper, means and sums agree.) Google's reference code inverts Ψ (DESIGN.md §1), which
+the paper, means and sums agree.) Google's reference code inverts Ψ (docs/design.md §4), which
 squares the imbalance ratio b_l/a_l instead of removing it. Ψ is computed per (batch, head) over
 valid tokens and detached; coordinates without signal on one side fall back to Ψ_l = 1, and Ψ_l
 is clipped to [1e-4, 1e4] (any positive Ψ keeps the estimator unbiased).
