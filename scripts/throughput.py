@@ -16,23 +16,24 @@ Each attention preset (``conf/attention/<name>.yaml``) trains in a fresh subproc
 trainer.precision=<precision>``: the paper protocol of DESIGN.md §5 (Skyformer's LRA setup,
 arXiv 2111.00035; FAVOR# is arXiv 2302.00787), training only — no validation
 (``trainer.limit_val_batches=0``), no test (``test=false``), no checkpoints
-(``trainer.enable_checkpointing=false callbacks.model_checkpoint=null``, which also switches off
-the periodic ``last.ckpt``) — stopped by Lightning's ``trainer.max_time`` after ``--seconds`` of
-training (setup and data loading are not counted), CSV logger, run directory ``<out>/<name>``.
+(``trainer.enable_checkpointing=false callbacks.{model,periodic}_checkpoint=null``) — stopped
+by Lightning's ``trainer.max_time`` after ``--seconds`` of training (setup and data loading are
+not counted), CSV logger, run directory ``<out>/<name>``.
 Everything after ``--`` is passed to every run as extra Hydra overrides (they come last, so
 they win). The app's other callbacks stay on (NaN guard, throughput monitor, …): what is
 measured is what a paper training run costs.
 
-Measured per run (from the app's ``ThroughputMonitor``, ``<run dir>/metrics.json``):
+Measured per run (from Lightning's ``ThroughputMonitor``, via ``<run dir>/metrics.json``):
 
 * ``steps``: optimizer steps done in the time limit (``global_step``);
-* ``steps_per_s`` = 1 / ``perf/mean_step_time_s``: the mean wall time between the ends of
-  consecutive training steps (data loading, logging and callbacks included), the first step
-  (warm-up: lazy initialization, allocator growth) excluded; ``end_to_end_steps_per_s`` =
+* ``steps_per_s`` = 1 / ``perf/mean_step_time_s``: the mean training time per step (data
+  loading, logging and callbacks included, validation not), the steps up to the first logged
+  one (warm-up: lazy initialization, allocator growth) excluded; ``end_to_end_steps_per_s`` =
   ``global_step / wall_time_s`` counts process setup and data loading too;
-* ``median_sampled_step_s``: median of the per-step times the CSV logger sampled (every
-  ``trainer.log_every_n_steps`` steps), a check against hiccups in the mean;
-* ``tokens_per_s``: real (non-padding) tokens per second, first step excluded
+* ``median_sampled_step_s``: median of ``1 / train/device/batches_per_sec`` as the CSV logger
+  sampled it (every ``trainer.log_every_n_steps`` steps; each a mean over the monitor's window),
+  a check against hiccups in the mean;
+* ``tokens_per_s``: real (non-padding) tokens per second, warm-up excluded
   (``real_tokens_per_step``: their mean per step);
 * ``peak_mem_mib``: on CUDA ``torch.cuda.max_memory_allocated`` since the start of fit (tensors
   only: no CUDA context, no cached-but-free blocks); on CPU the process's peak resident set
@@ -266,7 +267,8 @@ def run_overrides(args: argparse.Namespace, attention: str, run_dir: Path, data_
         "trainer.limit_val_batches=0",  # no validation (and no sanity check)
         "test=false",
         "trainer.enable_checkpointing=false",
-        "callbacks.model_checkpoint=null",  # PeriodicCheckpoint then writes nothing either
+        "callbacks.model_checkpoint=null",
+        "callbacks.periodic_checkpoint=null",
         "logger=csv",
         f"hydra.run.dir={hydra_value(run_dir)}",
     ]
@@ -370,13 +372,13 @@ def last_error_line(stderr: str) -> str:
 
 
 def sampled_step_times(run_dir: Path) -> list[float]:
-    """``perf/step_time_s`` values of ``<run dir>/csv/metrics.csv`` (one per logging step)."""
+    """``1 / train/device/batches_per_sec`` of ``<run dir>/csv/metrics.csv`` (per logging step)."""
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return [float(row["perf/step_time_s"]) for row in csv.DictReader(fh)
-                if row.get("perf/step_time_s")]
+        return [1.0 / float(row["train/device/batches_per_sec"]) for row in csv.DictReader(fh)
+                if row.get("train/device/batches_per_sec")]
 
 
 def run_config(run_dir: Path) -> dict[str, Any]:
@@ -546,9 +548,10 @@ def summary_markdown(args: argparse.Namespace, argv: list[str], extra: list[str]
                 else "the process's peak resident set size (VmHWM; Python + torch included)")
     lines += [
         "",
-        "steps/s = 1 / mean wall time between the ends of consecutive training steps (data "
-        "loading, logging and callbacks included; the first step, warm-up, excluded); the "
-        "sampled median is over the steps the CSV logger recorded. tokens/s counts real "
+        "steps/s = 1 / mean training time per step (Lightning's ThroughputMonitor; data "
+        "loading, logging and callbacks included, validation not; warm-up up to the first "
+        "logged step excluded); the sampled median is over the windowed rates the CSV logger "
+        "recorded. tokens/s counts real "
         f"(non-padding) tokens. Peak memory: {mem_kind}. Per-run logs, metrics.json and the "
         "exact command are in the run directories next to this file.",
         "",

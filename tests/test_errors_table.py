@@ -199,7 +199,7 @@ def _e44(tmp_path: Path, checkpoint: Path, **_: object) -> Outcome:
 
 def _e47(tmp_path: Path, data_dir: Path, **_: object) -> Outcome:
     fault = [
-        "+callbacks.fault._target_=spectra.training.faults.FaultInjector",
+        "+callbacks.fault._target_=faults.FaultInjector",
         "+callbacks.fault.kind=nan_output",
         "+callbacks.fault.step=2",
         "+callbacks.fault.module=model.encoder.blocks.1.attn.attention",

@@ -17,7 +17,6 @@ from spectra.training import checkpointing as ck
 from spectra.training.checkpointing import (
     AtomicCheckpointIO,
     CorruptCheckpointError,
-    PeriodicCheckpoint,
     checkpoint_problem,
     load_checkpoint_file,
     with_atomic_checkpoint_io,
@@ -136,7 +135,9 @@ def test_checkpoint_problem_diagnoses(tmp_path) -> None:
     assert "other checkpoints in" in str(err.value) and "good.ckpt" in str(err.value)
 
 
-def test_trainer_uses_atomic_io_and_periodic_last_checkpoint(tmp_path) -> None:
+def test_trainer_writes_periodic_last_checkpoints_atomically(tmp_path) -> None:
+    """The periodic checkpoint of conf/callbacks (a second ModelCheckpoint) goes through
+    AtomicCheckpointIO."""
     kwargs = with_atomic_checkpoint_io({"max_steps": 5})
     assert any(isinstance(p, AtomicCheckpointIO) for p in kwargs["plugins"])
     custom = AtomicCheckpointIO(fsync=False)
@@ -162,10 +163,7 @@ def test_trainer_uses_atomic_io_and_periodic_last_checkpoint(tmp_path) -> None:
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[
-            ModelCheckpoint(dirpath=tmp_path, save_top_k=0, save_last=True),
-            PeriodicCheckpoint(every_n_train_steps=2),
-        ],
+        callbacks=[ModelCheckpoint(tmp_path, filename="last", every_n_train_steps=2)],
     )
     try:
         ck.atomic_save = lambda obj, path, **kw: (
@@ -175,8 +173,5 @@ def test_trainer_uses_atomic_io_and_periodic_last_checkpoint(tmp_path) -> None:
         trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=4))
     finally:
         ck.atomic_save = original
-    assert saves[:2] == ["last.ckpt", "last.ckpt"]  # steps 2 and 4, atomically
-    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 5
-    assert not list(tmp_path.glob("last-v*.ckpt"))  # one last.ckpt shared with ModelCheckpoint
-    with pytest.raises(ValueError, match="every_n_train_steps must be a positive integer"):
-        PeriodicCheckpoint(every_n_train_steps=0)
+    assert saves == ["last.ckpt", "last.ckpt"]  # steps 2 and 4, atomically
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 4

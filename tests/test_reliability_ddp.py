@@ -1,7 +1,7 @@
 """Distributed consistency under ``trainer=ddp_sim`` (2 CPU processes, gloo).
 
 One real ``python train.py trainer=ddp_sim`` run with per-rank diagnostics
-(``spectra.training.diagnostics.RankDiagnostics``) and a redraw of W at every step; then:
+(``tests/rank_diagnostics.py``) and a redraw of W at every step; then:
 random features identical on both ranks at setup and after every redraw; gradients identical
 on both ranks and equal to the mean of the two ranks' own gradients (recomputed here); every
 validation/test sample counted exactly once (9 samples over 2 ranks: 5 + 4, no padding
@@ -30,6 +30,14 @@ ROWS = 9  # odd: the last evaluation batch is uneven across the 2 ranks
 STEPS = 4
 
 
+def _env() -> dict[str, str]:
+    """``python train.py`` as a user runs it, with tests/ importable (the test tools)."""
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    env.pop("LOCAL_RANK", None)
+    return env
+
+
 def _records(run_dir: Path, rank: int) -> list[dict]:
     path = run_dir / "diagnostics" / f"rank{rank}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -40,8 +48,7 @@ def ddp_run(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("lra")
     lra_data.write_fixture("lra_listops", data, rows_per_split=ROWS, seed=0)
     run_dir = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("LOCAL_RANK", None)
+    env = _env()
     overrides = [
         "trainer=ddp_sim",
         "task=lra_listops",
@@ -62,7 +69,7 @@ def ddp_run(tmp_path_factory) -> Path:
         "trainer.enable_model_summary=false",
         "callbacks.progress_bar.refresh_rate=0",
         f"callbacks.periodic_checkpoint.every_n_train_steps={STEPS}",
-        "+callbacks.diagnostics._target_=spectra.training.diagnostics.RankDiagnostics",
+        "+callbacks.diagnostics._target_=rank_diagnostics.RankDiagnostics",
         f"+callbacks.diagnostics.out_dir={run_dir / 'diagnostics'}",
         f"+callbacks.diagnostics.watch_dir={run_dir}",
         f"hydra.run.dir={run_dir}",
@@ -181,8 +188,7 @@ def test_sigterm_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path) -> None
     checkpoint written by rank 0 (no hang in a collective, no rank left training)."""
     data = tmp_path / "data"
     lra_data.write_fixture("lra_listops", data, rows_per_split=8, seed=0)
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    env.pop("LOCAL_RANK", None)
+    env = _env()
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [
@@ -202,7 +208,7 @@ def test_sigterm_on_one_rank_stops_both_ranks_at_the_same_step(tmp_path) -> None
             "trainer.num_sanity_val_steps=0",
             "trainer.enable_model_summary=false",
             "callbacks.progress_bar.refresh_rate=0",
-            "+callbacks.fault._target_=spectra.training.faults.FaultInjector",
+            "+callbacks.fault._target_=faults.FaultInjector",
             "+callbacks.fault.kind=signal",
             "+callbacks.fault.signal=SIGTERM",
             "+callbacks.fault.step=2",

@@ -1,6 +1,8 @@
 """Faults: a run killed at any moment (SIGKILL, a crash) resumes from ``ckpt_path=last`` and, on
 CPU with a fixed seed, computes exactly the losses of an uninterrupted run; data order, LR
-schedule, random-feature draws, redraw counter and dropout masks all resume.
+schedule, random-feature draws, redraw counter and dropout masks all resume. The checkpoints are
+Lightning's (``ModelCheckpoint(every_n_train_steps=…, save_last=True)``), the data position a
+torchdata ``StatefulDataLoader``'s.
 
 The kill test runs ``python train.py`` as a user does and kills it from outside with SIGKILL
 at an arbitrary moment (checkpoints are written every step, so the kill often lands close to a
@@ -19,13 +21,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import InjectedFault
 from hydra import compose, initialize_config_dir
 from lightning.fabric.utilities.types import _Stateful
 from tiny import TINY_MODEL
 
 import lra_data
-from spectra.training.faults import InjectedFault
-from spectra.training.resume import ResumableDataLoader, ResumableSampler, make_loader
+from spectra.training.resume import ResumableSampler, make_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,15 +113,21 @@ def test_sampler_order_is_a_function_of_seed_and_epoch() -> None:
     assert list(ResumableSampler(data, shuffle=False)) == data
 
 
-def test_sampler_resume_skips_the_consumed_part_once() -> None:
+def test_sampler_state_resumes_the_epoch_where_it_stood() -> None:
     sampler = ResumableSampler(list(range(10)), seed=1)
+    sampler.set_epoch(5)
     full = sampler.order(5)
-    sampler.resume(5, 4)
-    assert list(sampler) == full[4:]
-    assert list(sampler) == full  # the next pass of the same epoch starts at 0 again
-    assert len(sampler) == 10  # length (and so the step count of an epoch) never changes
-    with pytest.raises(ValueError, match="cannot resume at sample 11"):
-        sampler.resume(0, 11)
+    it = iter(sampler)
+    assert [next(it) for _ in range(4)] == full[:4]
+    state = sampler.state_dict()
+    fresh = ResumableSampler(list(range(10)), seed=1)
+    fresh.load_state_dict(state)
+    assert fresh.epoch == 5 and list(fresh) == full[4:]
+    assert list(fresh) == full  # the next pass of the same epoch starts at 0 again
+    fresh.load_state_dict(state)
+    fresh.set_epoch(6)  # a new epoch starts at its first sample
+    assert list(fresh) == fresh.order(6)
+    assert len(fresh) == 10  # length (and so the step count of an epoch) never changes
 
 
 @pytest.mark.parametrize("n", [7, 8])
@@ -137,14 +145,18 @@ def test_sampler_shards_ranks(n: int) -> None:
 
 
 def test_loader_is_resumable_for_lightning() -> None:
-    loader = make_loader(list(range(6)), batch_size=2, train=True, seed=0)
-    assert isinstance(loader, ResumableDataLoader) and isinstance(loader, _Stateful)
+    """A torchdata StatefulDataLoader (Lightning saves and restores its state) over the seeded
+    sampler: restored mid-epoch, it yields the rest of that epoch's order."""
+    loader = make_loader(list(range(12)), batch_size=2, train=True, seed=0)
+    assert isinstance(loader, _Stateful)
     loader.sampler.set_epoch(4)
+    batches = [b.tolist() for b in loader]
+    it = iter(loader)
+    next(it), next(it)
     state = loader.state_dict()
-    fresh = make_loader(list(range(6)), batch_size=2, train=True, seed=0)
-    fresh.load_state_dict(state)
-    assert fresh.sampler.epoch == 4
-    assert [b.tolist() for b in fresh] == [b.tolist() for b in loader]
+    fresh = make_loader(list(range(12)), batch_size=2, train=True, seed=0)
+    fresh.load_state_dict(state)  # applied when the next iterator is made
+    assert [b.tolist() for b in fresh] == batches[2:] and fresh.sampler.epoch == 4
 
 
 # -- crashes at chosen steps (in process) ---------------------------------------------------------
@@ -199,7 +211,7 @@ def test_crash_then_resume_repeats_the_uninterrupted_losses(
 ) -> None:
     run = _crash_run(data_dir, every, val_every)
     crash = [
-        "+callbacks.fault._target_=spectra.training.faults.FaultInjector",
+        "+callbacks.fault._target_=faults.FaultInjector",
         "+callbacks.fault.kind=raise",
         f"+callbacks.fault.step={crash_at}",
     ]
@@ -222,7 +234,8 @@ def test_crash_then_resume_repeats_the_uninterrupted_losses(
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("LOCAL_RANK", None)
-    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    tools = ROOT / "tests"  # faults.py
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tools), env.get("PYTHONPATH", "")])
     return env
 
 
@@ -282,14 +295,10 @@ def test_sigkill_mid_epoch_then_ckpt_path_last_matches_uninterrupted_run(
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    epoch, batch = divmod(resumed_from, 4)  # 4 steps per epoch
-    where = (
-        f"epoch {epoch}, batch {batch}"
-        if batch
-        else "an epoch boundary (the next epoch starts at its first batch)"
-    )
+    epoch, batch = divmod(resumed_from, 4)  # 4 steps of 4 samples per epoch
+    where = f"epoch {epoch}, sample {4 * batch}" if batch else f"epoch {epoch - 1}, sample 16"
     log = resumed.stdout + resumed.stderr
-    assert f"resumed the training data at step {resumed_from}: {where}" in log
+    assert f"resumed the training data at {where}" in log
 
     expected, got = _losses(tmp_path / "ref"), _losses(killed_dir)
     after = [s for s in expected if s >= resumed_from]

@@ -1,29 +1,36 @@
-"""Training callbacks: throughput / step time / peak memory, DDP feature-sync check, NaN guard,
-and a progress-bar factory (Rich on a terminal, TQDM otherwise)."""
+"""Training callbacks and helpers: the NaN guard, the DDP feature-sync check, peak memory, the
+batch measures for Lightning's ``ThroughputMonitor``, and a progress-bar factory (Rich on a
+terminal, TQDM otherwise)."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import resource
 import sys
-import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
-
-from spectra.training.nan_guard import NaNGuard  # the NaN guard lives in its own module
+from torch import nn
 
 __all__ = [
     "FeatureSyncCheck",
     "NaNGuard",
-    "ThroughputMonitor",
+    "NonFiniteError",
+    "batch_size",
+    "first_nonfinite_module",
+    "nonfinite_names",
     "peak_memory_mb",
     "progress_bar",
+    "real_tokens",
     "reset_peak_memory",
     "state_fingerprint",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> Callback:
@@ -88,73 +95,20 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def _count_tokens(batch: Any) -> tuple[int, int]:
-    """(real tokens, padded positions) in a batch of the LRA collator."""
-    real = padded = 0
+def batch_size(batch: Any) -> int:
+    """Samples in a batch of the LRA collator (``batch_size_fn`` of ``ThroughputMonitor``)."""
+    return int(batch["labels"].shape[0])
+
+
+def real_tokens(batch: Any) -> int:
+    """Real (unpadded) tokens in a batch of the LRA collator, both sequences of a pair
+    (``length_fn`` of ``ThroughputMonitor``: its ``items_per_sec`` are tokens per second)."""
+    real = 0
     for ids_key, mask_key in (("input_ids", "mask"), ("input_ids2", "mask2")):
-        if isinstance(batch, dict) and ids_key in batch:
-            padded += int(batch[ids_key].numel())
+        if ids_key in batch:
             mask = batch.get(mask_key)
             real += int(mask.sum()) if mask is not None else int(batch[ids_key].numel())
-    return real, padded
-
-
-class ThroughputMonitor(Callback):
-    """Logs ``perf/step_time_s`` (wall time between the ends of consecutive training steps, data
-    loading included), ``perf/tokens_per_s`` (real tokens, all ranks), ``perf/padded_tokens_per_s``
-    and ``perf/peak_mem_mb``; ``summary()`` gives the run's means (first step excluded: warm-up).
-    """
-
-    def __init__(self) -> None:
-        self._last: float | None = None
-        self._times: list[float] = []
-        self._tokens: list[int] = []
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        reset_peak_memory(pl_module.device)
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = time.perf_counter()
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = time.perf_counter()  # do not count validation time as a step
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        now = time.perf_counter()
-        if self._last is None:
-            self._last = now
-            return
-        dt, self._last = now - self._last, now
-        real, padded = _count_tokens(batch)
-        world = max(trainer.world_size, 1)
-        self._times.append(dt)
-        self._tokens.append(real * world)
-        metrics = {
-            "perf/step_time_s": dt,
-            "perf/tokens_per_s": real * world / max(dt, 1e-9),
-            "perf/padded_tokens_per_s": padded * world / max(dt, 1e-9),
-            "perf/peak_mem_mb": peak_memory_mb(pl_module.device),
-        }
-        pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
-
-    def summary(self) -> dict[str, float]:
-        """Mean step time and tokens/s over the run (first step excluded when there are more)."""
-        times, tokens = self._times, self._tokens
-        if len(times) > 1:
-            times, tokens = times[1:], tokens[1:]
-        if not times:
-            return {}
-        return {
-            "perf/mean_step_time_s": sum(times) / len(times),
-            "perf/mean_tokens_per_s": sum(tokens) / max(sum(times), 1e-9),
-        }
+    return real
 
 
 def state_fingerprint(module: torch.nn.Module) -> str:
@@ -201,3 +155,140 @@ class FeatureSyncCheck(Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit":
             self._check(pl_module, f"at step {trainer.global_step}")
+
+
+# -- NaN guard ------------------------------------------------------------------------------------
+_ADVICE = (
+    "try a lower optim.lr, gradient clipping (trainer.gradient_clip_val), "
+    "trainer.precision=32-true, or a positive feature map (posrf, oprf, saderf); "
+    "debug=anomaly names the backward operation"
+)
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf in the gradients; the message names the step and the layer."""
+
+
+def nonfinite_names(named: Iterable[tuple[str, torch.Tensor | None]]) -> list[str]:
+    """Names of the tensors that hold a NaN or Inf.
+
+    Fast path: one fused norm per tensor (``torch._foreach_norm``, as gradient clipping uses) and
+    one device sync — a finite norm proves every element finite. Only tensors whose norm is not
+    finite (a NaN/Inf, or a finite tensor whose norm overflows) get the exact element check.
+    """
+    items = [(n, t.detach()) for n, t in named if t is not None and t.is_floating_point()]
+    if not items:
+        return []
+    tensors = [t for _, t in items]
+    foreach_norm = getattr(torch, "_foreach_norm", None)
+    norms = foreach_norm(tensors) if foreach_norm is not None else [t.norm() for t in tensors]
+    suspicious = ~torch.isfinite(torch.stack([n.float() for n in norms]))
+    if not bool(suspicious.any()):
+        return []
+    return [
+        name
+        for (name, t), flag in zip(items, suspicious.tolist(), strict=True)
+        if flag and not bool(torch.isfinite(t).all())
+    ]
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _tensors(v)
+
+
+def first_nonfinite_module(model: nn.Module, run: Callable[[], Any]) -> tuple[str, str] | None:
+    """Call ``run()`` (a forward pass of ``model``) with hooks on every submodule; return the
+    (qualified name, class name) of the first module — in completion order, so the innermost —
+    whose output holds a NaN or Inf, or None if every output is finite."""
+    found: list[tuple[str, str]] = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not found and any(
+                t.is_floating_point() and not bool(torch.isfinite(t).all())
+                for t in _tensors(output)
+            ):
+                found.append((name, type(module).__name__))
+
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+class NaNGuard(Callback):
+    """Stop before the optimizer applies a non-finite gradient, naming the step and the layer.
+
+    What Lightning lacks: ``Trainer(detect_anomaly=True)`` (the ``debug=anomaly`` preset) names
+    the backward operation that produced a NaN, at a large cost on every step, and neither it nor
+    anything else in Lightning says which layer's output went non-finite or keeps the update from
+    being applied. Here, in ``on_before_optimizer_step`` (before clipping and the update), one
+    fused check of all gradients; on a failure the batch is replayed once (eval mode, no grad,
+    forward hooks on every submodule) to find the first module whose output is non-finite, and
+    :class:`NonFiniteError` is raised. A non-finite loss gives non-finite gradients, so it is
+    caught here too. Under an active fp16 ``GradScaler`` overflowing gradients are the scaler's:
+    it skips those updates by design. Step N is the N-th optimizer step (counted from 1).
+    """
+
+    def __init__(self, locate: bool = True) -> None:
+        self.locate = locate
+        self._batch: Any = None
+        self._batch_idx: int | None = None
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._batch, self._batch_idx = batch, batch_idx
+
+    def _locate(self, pl_module: L.LightningModule) -> str:
+        if not self.locate or self._batch is None:
+            return ""
+        was_training = pl_module.training
+        pl_module.eval()  # no redraws, no dropout: the replay changes no state
+        try:
+            with torch.no_grad():
+                hit = first_nonfinite_module(pl_module, lambda: pl_module(self._batch))
+        except Exception as exc:  # the replay is a diagnosis, never a second failure
+            return f" (could not replay the batch to locate the layer: {exc})"
+        finally:
+            pl_module.train(was_training)
+        if hit is None:
+            return (
+                " Replaying the batch gives finite activations everywhere: the NaN/Inf arises "
+                "in the backward pass."
+            )
+        return f" First non-finite activation: output of layer {hit[0]} ({hit[1]})."
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        scaler = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            return
+        bad = nonfinite_names((n, p.grad) for n, p in pl_module.named_parameters())
+        if not bad:
+            return
+        layers = list(dict.fromkeys(n.rsplit(".", 1)[0] if "." in n else n for n in bad))
+        shown = f"layer {layers[0]}"
+        if len(layers) > 1:
+            more = ", …" if len(layers) > 4 else ""
+            shown = f"{len(layers)} layers: {', '.join(layers[:4])}{more}"
+        where = f"step {int(trainer.global_step) + 1}"
+        if self._batch_idx is not None:
+            where += f" (epoch {trainer.current_epoch}, batch {self._batch_idx})"
+        raise NonFiniteError(
+            f"non-finite gradients at {where} in {shown}.{self._locate(pl_module)} "
+            f"Stopped (the update was not applied); {_ADVICE}"
+        )

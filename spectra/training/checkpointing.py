@@ -9,7 +9,9 @@ save. (Lightning's default writes a temporary file in the system temp directory 
 atomic only when that is on the same filesystem, never fsynced, and it fills ``/tmp``.)
 
 Loading goes through :func:`load_checkpoint_file`: a truncated or corrupt file raises
-:class:`CorruptCheckpointError` saying what is wrong and which other checkpoints sit next to it.
+:class:`CorruptCheckpointError` saying what is wrong and which other checkpoints sit next to it
+(Lightning loads with ``torch.load``, which does not check the archive's CRCs: a flipped bit
+loads silently).
 """
 
 from __future__ import annotations
@@ -25,18 +27,14 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 __all__ = [
     "AtomicCheckpointIO",
     "CorruptCheckpointError",
-    "PeriodicCheckpoint",
     "atomic_save",
     "checkpoint_problem",
-    "last_checkpoint_path",
     "load_checkpoint_file",
-    "save_last_checkpoint",
     "with_atomic_checkpoint_io",
 ]
 
@@ -239,63 +237,3 @@ def with_atomic_checkpoint_io(trainer_kwargs: dict[str, Any]) -> dict[str, Any]:
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
     return {**trainer_kwargs, "plugins": plugins}
-
-
-def last_checkpoint_path(trainer: Any, default_dir: str | None = None) -> Path:
-    """``<dirpath of the first ModelCheckpoint>/last.ckpt`` — where ``ckpt_path=last`` looks —
-    or ``<default_dir or default_root_dir/checkpoints>/last.ckpt`` without one."""
-    callback = _model_checkpoint(trainer)
-    if callback is not None and callback.dirpath:
-        return Path(callback.dirpath) / (callback.CHECKPOINT_NAME_LAST + callback.FILE_EXTENSION)
-    root = default_dir or str(Path(trainer.default_root_dir) / "checkpoints")
-    return Path(root) / "last.ckpt"
-
-
-def _model_checkpoint(trainer: Any) -> Any:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-
-
-def save_last_checkpoint(trainer: Any, default_dir: str | None = None) -> Path:
-    """Write ``last.ckpt`` now (every rank must call this; rank zero writes) and tell the
-    ``ModelCheckpoint`` about it, so its own next ``last.ckpt`` replaces this file instead of
-    writing ``last-v1.ckpt``."""
-    path = last_checkpoint_path(trainer, default_dir)
-    trainer.save_checkpoint(str(path))
-    callback = _model_checkpoint(trainer)
-    if callback is not None:
-        callback.last_model_path = str(path)
-    return path
-
-
-class PeriodicCheckpoint(Callback):
-    """Crash safety: write ``last.ckpt`` every ``every_n_train_steps`` optimizer steps, so a
-    killed run loses at most that many steps (Lightning 2.6's ``ModelCheckpoint(save_last=True)``
-    rewrites ``last.ckpt`` only when it writes a top-k checkpoint, i.e. after a validation that
-    improved the monitored metric). Resume with ``ckpt_path=last``. Writes next to the first
-    ``ModelCheckpoint`` (or in ``dirpath``); does nothing when there is neither."""
-
-    def __init__(self, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
-        if (
-            isinstance(every_n_train_steps, bool)
-            or not isinstance(every_n_train_steps, int)
-            or every_n_train_steps < 1
-        ):
-            raise ValueError(
-                f"every_n_train_steps must be a positive integer, got {every_n_train_steps!r}"
-            )
-        self.every_n_train_steps = every_n_train_steps
-        self.dirpath = dirpath
-        self.saved_steps: list[int] = []
-
-    def on_train_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        step = int(trainer.global_step)
-        if step == 0 or step % self.every_n_train_steps or step in self.saved_steps[-1:]:
-            return
-        if self.dirpath is None and _model_checkpoint(trainer) is None:
-            return  # checkpointing is switched off (no ModelCheckpoint, no dirpath given)
-        save_last_checkpoint(trainer, self.dirpath)
-        self.saved_steps.append(step)

@@ -94,6 +94,8 @@ class LRAModule(L.LightningModule):
     ranks), ``val/acc_best``, and the parameter counts.
     """
 
+    flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor; not measured
+
     def __init__(self, cfg: dict[str, Any], max_positions: int | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg, "max_positions": max_positions}, logger=False)

@@ -1,21 +1,19 @@
-"""Exact resumption: a seeded, resumable, DDP-sharded sampler and the callback that restores the
-data position and the per-step random state after ``ckpt_path=…``.
+"""Exact resumption: the seeded, DDP-sharded sampler, the loader, and the per-step random seed.
 
-Lightning 2.x restores the loop counters, optimizer, LR scheduler and model buffers (random-feature
-matrices W and their ``redraw_step``), but not where the shuffled epoch stood: on a mid-epoch
-resume a plain ``RandomSampler`` starts its permutation again. Here:
+Lightning restores the loop counters, optimizer, LR scheduler and model buffers (random-feature
+matrices W and their ``redraw_step``); a ``torchdata`` ``StatefulDataLoader`` (which Lightning
+saves into and restores from the checkpoint) restores where the epoch stood. What is ours:
 
 * :class:`ResumableSampler` orders epoch ``e`` by ``randperm(n, seed=hash(seed, e))`` (a pure
-  function of (seed, epoch)), shards it over the DDP ranks (rank r takes positions r, r+R, …) and
-  can start a pass ``start`` samples into the rank's share. Training pads the permutation (by
+  function of (seed, epoch), so a resumed run draws the same order without storing it) and
+  shards it over the DDP ranks (rank r takes positions r, r+R, …). Training pads the order (by
   repeating its head) to a multiple of R so every rank runs the same number of steps; evaluation
-  does not pad, so every sample is counted exactly once (ranks may get one sample more or less).
-* :class:`ResumableDataLoader` makes Lightning treat the loader as resumable
-  (``state_dict``/``load_state_dict``: seed and epoch).
-* :class:`ExactResume` (a callback) seeds torch's global generator at every training step from
-  (seed, global step, rank) — so dropout masks depend on the step, not on how many random numbers
-  earlier code (validation, a restart) consumed — and, after a restore, moves the sampler to the
-  restored (epoch, batches done in that epoch) before the first batch is drawn.
+  does not pad, so every sample counts exactly once (ranks may get one sample more or less).
+  torch's ``DistributedSampler`` pads evaluation sets and derives its order from ``seed + epoch``.
+  Its state (epoch, samples yielded) goes into the loader's state.
+* :class:`StepSeed` seeds torch's global generator at every training step from (seed, global
+  step, rank), so dropout masks depend on the step, not on how many random numbers earlier code
+  (validation, a restart) consumed. Lightning does not checkpoint the global RNG state.
 
 With these, a run killed at any point and resumed from its last checkpoint on CPU computes the
 same losses, bit for bit, as an uninterrupted run (``tests/test_reliability_resume.py``).
@@ -25,17 +23,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
-__all__ = ["ExactResume", "ResumableDataLoader", "ResumableSampler", "make_loader", "mix_seed"]
+__all__ = ["ResumableSampler", "StepSeed", "make_loader", "mix_seed"]
 
 log = logging.getLogger(__name__)
+# torchdata 0.11 calls the deprecated torch.set_vital in every StatefulDataLoader.__init__
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 def mix_seed(*parts: int) -> int:
@@ -53,15 +56,37 @@ def _world() -> tuple[int, int]:
     return 1, 0
 
 
-class ResumableSampler(DistributedSampler):
-    """Seeded per-epoch order, sharded over ranks, resumable mid-epoch.
+class _SeededOrder(DistributedSampler):
+    """The order of one pass; below ``StatefulDistributedSampler`` in the MRO of
+    :class:`ResumableSampler`, whose ``__iter__`` skips the samples already yielded."""
 
-    Pass ``e`` over a dataset of n items: ``order = randperm(n, generator=mix_seed(seed, e))``
-    (``arange(n)`` if ``shuffle=False``); with ``pad=True`` the order is extended by its own head
-    to ``R·⌈n/R⌉`` items; rank r takes ``order[r::R]`` and yields it from position ``start``.
-    ``start`` applies to the next pass only (see :meth:`resume`); ``len()`` is always the full
-    share, so step counts do not change on resume. A ``DistributedSampler`` subclass, so
-    Lightning keeps it instead of injecting its own (which pads evaluation sets).
+    pad: bool
+    size: int
+
+    def order(self, epoch: int) -> list[int]:
+        """This rank's indices of pass ``epoch``."""
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+            full = torch.randperm(self.size, generator=gen).tolist()
+        else:
+            full = list(range(self.size))
+        if self.pad and full:
+            total = self.num_samples * self.num_replicas
+            while len(full) < total:
+                full += full[: total - len(full)]
+        return full[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order(self.epoch))
+
+
+class ResumableSampler(StatefulDistributedSampler, _SeededOrder):
+    """Seeded per-epoch order, sharded over ranks, resumable mid-epoch (see the module docstring).
+
+    Pass ``e`` over n items: ``order = randperm(n, generator=mix_seed(seed, e))`` (``arange(n)``
+    if ``shuffle=False``); with ``pad=True`` extended by its own head to ``R·⌈n/R⌉`` items; rank
+    r takes ``order[r::R]``. ``state_dict`` holds the epoch and the samples yielded in it; after
+    ``load_state_dict`` the next pass of that epoch starts where the saved one stood.
     """
 
     def __init__(
@@ -75,104 +100,56 @@ class ResumableSampler(DistributedSampler):
         rank: int | None = None,
     ) -> None:
         world, me = _world()
-        num_replicas = world if num_replicas is None else num_replicas
-        rank = me if rank is None else rank
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
         super().__init__(
             data_source,  # type: ignore[arg-type]
-            num_replicas=num_replicas,
-            rank=rank,
+            num_replicas=world if num_replicas is None else num_replicas,
+            rank=me if rank is None else rank,
             shuffle=shuffle,
             seed=seed,
             drop_last=False,
         )
         self.pad = bool(pad)
         self.size = len(data_source)
-        self.start = 0
         if self.pad:
             self.num_samples = -(-self.size // self.num_replicas)
         else:
             self.num_samples = len(range(self.rank, self.size, self.num_replicas))
         self.total_size = self.num_samples * self.num_replicas
 
-    def order(self, epoch: int) -> list[int]:
-        """This rank's indices of pass ``epoch`` (all of them, ignoring ``start``)."""
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            full = torch.randperm(self.size, generator=gen).tolist()
-        else:
-            full = list(range(self.size))
-        if self.pad and full:
-            total = self.num_samples * self.num_replicas
-            while len(full) < total:
-                full += full[: total - len(full)]
-        return full[self.rank :: self.num_replicas]
-
-    def __iter__(self) -> Iterator[int]:
-        start, self.start = self.start, 0  # one pass only
-        return iter(self.order(self.epoch)[start:])
-
-    def __len__(self) -> int:
-        return self.num_samples
-
     def set_epoch(self, epoch: int) -> None:
-        """Pass number (Lightning calls this at every epoch start); a new epoch starts at 0."""
+        """Lightning calls this at every epoch start; a new epoch starts at its first sample."""
         if int(epoch) != self.epoch:
-            self.start = 0
+            self.next_yielded = None
         self.epoch = int(epoch)
-
-    def resume(self, epoch: int, start: int) -> None:
-        """Make the next pass epoch ``epoch`` from this rank's ``start``-th sample."""
-        if start < 0 or start > self.num_samples:
-            raise ValueError(
-                f"cannot resume at sample {start} of a shard of {self.num_samples} samples"
-            )
-        self.epoch, self.start = int(epoch), int(start)
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "seed": self.seed,
+            **super().state_dict(),
             "epoch": self.epoch,
+            "seed": self.seed,
             "size": self.size,
             "num_replicas": self.num_replicas,
             "shuffle": self.shuffle,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the epoch; a changed dataset size, seed or world size is warned about (the
-        order then differs from the interrupted run's)."""
+        """Restore the epoch and position; a changed dataset size, seed or world size is warned
+        about (the order then differs from the interrupted run's)."""
         mine = self.state_dict()
-        keys = ("seed", "size", "num_replicas", "shuffle")
-        changed = [k for k in keys if state.get(k) != mine[k]]
+        changed = [k for k in ("seed", "size", "num_replicas", "shuffle") if state[k] != mine[k]]
         if changed:
             log.warning(
                 "resuming with a different %s than the checkpoint (%s vs %s): the data order "
                 "will differ from the interrupted run's",
                 ", ".join(changed),
                 {k: mine[k] for k in changed},
-                {k: state.get(k) for k in changed},
+                {k: state[k] for k in changed},
             )
-        self.epoch = int(state.get("epoch", self.epoch))
-
-
-class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` that Lightning saves and restores with the fit loop (its sampler's
-    seed and epoch), so it does not warn that a mid-epoch resume is unreliable."""
-
-    @property
-    def resumable_sampler(self) -> ResumableSampler | None:
-        sampler = self.sampler
-        return sampler if isinstance(sampler, ResumableSampler) else None
-
-    def state_dict(self) -> dict[str, Any]:
-        sampler = self.resumable_sampler
-        return {"sampler": sampler.state_dict()} if sampler is not None else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        sampler = self.resumable_sampler
-        if sampler is not None and "sampler" in state:
-            sampler.load_state_dict(state["sampler"])
+        super().load_state_dict(state)
+        self.epoch = int(state["epoch"])
+        log.info("resumed the training data at epoch %d, sample %d", self.epoch, state["yielded"])
 
 
 def make_loader(
@@ -183,11 +160,11 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     collate_fn: Callable[[list[Any]], Any] | None = None,
-) -> ResumableDataLoader:
+) -> StatefulDataLoader:
     """The loader of one split: training shuffles per (seed, epoch) and pads shards to equal
     length; evaluation keeps the order and counts every sample once across DDP ranks."""
     sampler = ResumableSampler(dataset, shuffle=train, seed=seed, pad=train)  # type: ignore[arg-type]
-    return ResumableDataLoader(
+    return StatefulDataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -199,57 +176,16 @@ def make_loader(
     )
 
 
-def _train_loaders(trainer: L.Trainer) -> list[DataLoader]:
-    combined = getattr(trainer.fit_loop, "_combined_loader", None)
-    if combined is None:
-        return []
-    return [dl for dl in combined.flattened if isinstance(dl, DataLoader)]
+class StepSeed(Callback):
+    """Every training step ``s`` on rank r starts with ``torch.manual_seed(mix_seed(seed, s, r))``
+    (``seed``: the run's seed, ``${seed}``)."""
 
-
-class ExactResume(Callback):
-    """Bit-exact resumption (see the module docstring).
-
-    ``seed``: the run's seed (``${seed}``). Every training step ``s`` on rank r starts with
-    ``torch.manual_seed(mix_seed(seed, s, r))``. After a checkpoint restore, the training
-    sampler is moved to the restored epoch and to the batches already done in it, and the
-    loader's iterator is recreated before the first batch is used.
-    """
-
-    def __init__(self, seed: int = 0, seed_every_step: bool = True) -> None:
+    def __init__(self, seed: int = 0) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"ExactResume seed must be an int, got {seed!r}")
+            raise ValueError(f"StepSeed seed must be an int, got {seed!r}")
         self.seed = seed
-        self.seed_every_step = seed_every_step
-        self.resumed_at: tuple[int, int] | None = None  # (epoch, batches done) after a restore
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.fit_loop.restarting:
-            return
-        loaders = [dl for dl in _train_loaders(trainer) if isinstance(dl.sampler, ResumableSampler)]
-        if not loaders:
-            return
-        epoch = int(trainer.current_epoch)
-        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
-        boundary = done >= trainer.num_training_batches
-        if boundary:
-            done = 0  # the checkpoint closed its epoch: Lightning starts the next one afresh
-        for dl in loaders:
-            sampler = dl.sampler
-            assert isinstance(sampler, ResumableSampler) and dl.batch_size is not None
-            sampler.resume(epoch, min(done * dl.batch_size, len(sampler)))
-        fetcher = trainer.fit_loop._data_fetcher
-        if fetcher is not None:
-            iter(fetcher)  # new iterator: the first batch comes from the restored position
-        self.resumed_at = (epoch, done)
-        where = (
-            "an epoch boundary (the next epoch starts at its first batch)"
-            if boundary
-            else f"epoch {epoch}, batch {done}"
-        )
-        log.info("resumed the training data at step %d: %s", trainer.global_step, where)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.seed_every_step:
-            torch.manual_seed(mix_seed(self.seed, trainer.global_step, trainer.global_rank))
+        torch.manual_seed(mix_seed(self.seed, trainer.global_step, trainer.global_rank))

@@ -3,41 +3,43 @@
 Order of a training run: seed everything → resolve the config → build the data module (checks
 the task name and options; loads nothing) → build the model (checks every component name through
 the registries; loads nothing) → loggers and callbacks → ``Trainer.fit`` (data is prepared and
-loaded here) → ``Trainer.test`` on the best checkpoint. ``train`` returns the metrics, with
-``objective`` = best validation accuracy (for sweepers), and writes them to
-``<run dir>/metrics.json``.
+loaded here) → ``Trainer.test`` on the best checkpoint. :class:`MetricsFile` collects the
+metrics, with ``objective`` = best validation accuracy (for sweepers), and writes them to
+``<run dir>/metrics.json`` after each stage; ``train`` returns them. :func:`_job` is the
+teardown wrapper of both entry points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spectra import strict_json
 from spectra.training.attention import attention_spec
-from spectra.training.callbacks import FeatureSyncCheck, ThroughputMonitor
+from spectra.training.callbacks import FeatureSyncCheck, peak_memory_mb, reset_peak_memory
 from spectra.training.checkpointing import load_checkpoint_file, with_atomic_checkpoint_io
 from spectra.training.data import datamodule_for
 from spectra.training.loggers import clean_tags, finish_wandb
 from spectra.training.module import LRAModule
 from spectra.training.protocol import apply_protocol
 
-__all__ = ["evaluate", "run_name", "run_tags", "train"]
+__all__ = ["MetricsFile", "evaluate", "run_name", "run_tags", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +98,7 @@ def _set_threads(num_threads: Any) -> None:
 def _instantiate_all(node: Any, kind: str) -> list[Any]:
     """Instantiate every non-null ``_target_`` entry of a ``callbacks`` / ``logger`` mapping."""
     out: list[Any] = []
-    if not node:
-        return out
-    for key, value in node.items():
+    for key, value in (node or {}).items():
         if value is None:
             continue
         if not (isinstance(value, Mapping | DictConfig) and "_target_" in value):
@@ -114,16 +114,13 @@ def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
     multirun, ``sys.argv`` holds the whole sweep (``-m a=x,y``) and ``run.dir`` is not the job's
     directory; so rewrite both to the current job: its own overrides and its output directory.
     """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-    except ImportError:  # pragma: no cover
-        return
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     hc = HydraConfig.instance().cfg
-    job_overrides = [str(o) for o in hc.hydra.overrides.task]
-    sys.argv = [sys.argv[0], *job_overrides]
+    sys.argv = [sys.argv[0], *(str(o) for o in hc.hydra.overrides.task)]
     with read_write(hc.hydra.run):
         hc.hydra.run.dir = str(hc.hydra.runtime.output_dir)
 
@@ -136,16 +133,23 @@ def _seed(cfg: DictConfig) -> int:
     return seed
 
 
-def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+def _trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[Callback]) -> L.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(kwargs, dict)
-    return {k: v for k, v in kwargs.items() if v is not None or k == "check_val_every_n_epoch"}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "check_val_every_n_epoch"}
+    if not loggers:  # `~logger`: LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # crash-safe checkpoint writes (see spectra.training.checkpointing)
+    return L.Trainer(
+        **with_atomic_checkpoint_io(kwargs), logger=loggers or False, callbacks=callbacks
+    )
 
 
-def _as_float(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return value
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+        for k, v in metrics.items()
+    }
 
 
 @rank_zero_only
@@ -171,20 +175,115 @@ def _wandb_info(loggers: list[Logger]) -> dict[str, Any]:
     return {}
 
 
-def _log_config(loggers: list[Logger], container: dict[str, Any], extra: dict[str, Any]) -> None:
-    for lg in loggers:
-        lg.log_hyperparams({**container, **extra})
+class MetricsFile(Callback):
+    """Collects a run's metrics and writes them to ``path`` (rank zero) at the end of every
+    stage (``fit``, ``test``, ``validate``), logging the numbers as ``summary/*`` too.
+
+    After ``fit``: the last logged metrics, ``objective`` (best validation accuracy; NaN — null
+    in the file — when no validation ran), checkpoint paths, step, world size, parameter counts,
+    data sizes, ``perf/mean_step_time_s`` and ``perf/mean_tokens_per_s`` (from what Lightning's
+    ``ThroughputMonitor`` logged: ``train/time`` — training time without validation — per step of
+    ``train/batches``, ``train/lengths`` real tokens on every rank per second; from the first
+    logged step on, excluding the warm-up before it, when there are two logged steps),
+    ``perf/peak_mem_mb`` (since ``fit`` started),
+    the DDP feature-sync counts and the W&B run. After ``test``/``validate``: their metrics and
+    the checkpoint they used. ``fields`` are written as given; ``wall_time_s`` counts from here.
+    """
+
+    def __init__(self, path: str | os.PathLike, **fields: Any) -> None:
+        self.path = Path(path)
+        self.metrics: dict[str, Any] = dict(fields)
+        self._start = time.perf_counter()
+        self._first: dict[str, Any] | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reset_peak_memory(pl_module.device)  # each job of an in-process multirun has its own peak
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self._first is None and "train/time" in trainer.logged_metrics:
+            self._first = _scalars(trainer.logged_metrics)  # the first logged step: warm-up
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = self.metrics
+        m.update(_scalars(trainer.callback_metrics))
+        best = m.get("val/acc_best", m.get("val/acc"))
+        m["objective"] = float(best) if best is not None else math.nan
+        if trainer.checkpoint_callback is not None:
+            m["best_model_path"] = getattr(trainer.checkpoint_callback, "best_model_path", "")
+            m["last_model_path"] = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        last = _scalars(trainer.logged_metrics)
+        if "train/time" in last:  # Lightning's ThroughputMonitor ran (and a logger)
+            first = self._first or {}
+            if first.get("train/batches", 0) >= last["train/batches"]:
+                first = {}  # one logged step: count from the start
+            seconds = last["train/time"] - first.get("train/time", 0.0)
+            steps = last["train/batches"] - first.get("train/batches", 0)
+            tokens = last.get("train/lengths", 0) - first.get("train/lengths", 0)
+            m["perf/mean_step_time_s"] = seconds / steps
+            m["perf/mean_tokens_per_s"] = tokens * trainer.world_size / seconds
+        m["perf/peak_mem_mb"] = peak_memory_mb(pl_module.device)
+        sync = next((c for c in trainer.callbacks if isinstance(c, FeatureSyncCheck)), None)
+        if sync is not None:
+            m["feature_sync/ranks_checked"] = sync.ranks_checked
+            m["feature_sync/checks"] = sync.checks
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.metrics["test/ckpt_path"] = str(trainer.ckpt_path or "")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        m = self.metrics
+        if stage != "fit":
+            m.update(_scalars(trainer.callback_metrics))
+        params = getattr(pl_module, "param_counts", None)
+        if params:
+            m["model/params_total"] = params["total"]
+            m["model/params_trainable"] = params["trainable"]
+        datamodule = trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "dataset_stats"):
+            m.update(datamodule.dataset_stats())
+        m["world_size"] = int(trainer.world_size)
+        m["global_step"] = int(trainer.global_step)
+        m["wall_time_s"] = time.perf_counter() - self._start
+        m.update(_wandb_info(trainer.loggers))
+        numbers = {f"summary/{k}": v for k, v in m.items() if isinstance(v, int | float)}
+        for lg in trainer.loggers:
+            lg.log_metrics(numbers, step=int(trainer.global_step))
+            lg.save()
+        _write_json(self.path, m)
+        if trainer.is_global_zero:
+            log.info("metrics: %s", json.dumps(m, default=str))
+
+
+_DIST_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@contextlib.contextmanager
+def _job() -> Iterator[None]:
+    """Teardown of one job: finish the W&B run (exit code 1 on an error), and leave the process
+    as the job found it, so the next job of a multirun can launch DDP again: destroy the process
+    group and restore the variables Lightning's launcher set (with ``LOCAL_RANK`` left set, the
+    next job would think its workers were started for it)."""
+    env_before = {key: os.environ.get(key) for key in _DIST_ENV}
+    try:
+        yield
+    except BaseException:
+        finish_wandb(exit_code=1)
+        raise
+    finally:
+        finish_wandb()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in env_before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # -- train ---------------------------------------------------------------------------------------
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (``cfg.train``) and/or test (``cfg.test``) one run; returns its metrics.
-
-    The returned dict has ``objective`` (best validation accuracy; NaN when no validation ran,
-    null in metrics.json), the last logged metrics, ``test/acc`` when tested, parameter counts,
-    step, wall time and checkpoint paths.
-    """
-    start = time.perf_counter()
+    """Train (``cfg.train``) and/or test (``cfg.test``) one run; returns its metrics (see
+    :class:`MetricsFile`)."""
     _one_console_handler()
     _set_threads(cfg.get("num_threads"))
     protocol_changes = apply_protocol(cfg)  # recipe keys -> task/model edits (checked here)
@@ -206,95 +305,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("train=false test=true needs ckpt_path=<checkpoint to evaluate>")
 
     _prepare_ddp_relaunch(cfg)
-    env_before = {key: os.environ.get(key) for key in _DIST_ENV}
-    loggers: list[Logger] = []
-    try:
+    with _job():
         loggers = _instantiate_all(cfg.get("logger"), "logger")
-        callbacks: list[Callback] = _instantiate_all(cfg.get("callbacks"), "callbacks")
-        if not loggers:  # `~logger`: LearningRateMonitor refuses to run without a logger
-            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-        trainer = L.Trainer(
-            **with_atomic_checkpoint_io(_trainer_kwargs(cfg)),  # crash-safe checkpoint writes
-            logger=loggers or False,
-            callbacks=callbacks,
+        output = Path(cfg.paths.output_dir)
+        metrics = MetricsFile(
+            output / "metrics.json",
+            run_name=cfg.run_name,
+            output_dir=str(output),
+            objective=math.nan,  # best validation accuracy, once fit has validated
         )
-        params = module.param_counts
-        _log_config(
-            loggers,
-            container,
-            {"model/params_total": params["total"], "model/params_trainable": params["trainable"]},
-        )
-        metrics: dict[str, Any] = {}
+        callbacks = [*_instantiate_all(cfg.get("callbacks"), "callbacks"), metrics]
+        trainer = _trainer(cfg, loggers, callbacks)
+        params = {f"model/params_{k}": v for k, v in module.param_counts.items()}
+        for lg in loggers:
+            lg.log_hyperparams({**container, **params})
         if cfg.train:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            metrics.update({k: _as_float(v) for k, v in trainer.callback_metrics.items()})
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-        if checkpoint is not None:  # read before testing (which restores callback states)
-            metrics["best_model_path"] = checkpoint.best_model_path
-            metrics["last_model_path"] = checkpoint.last_model_path
         if cfg.test:
-            if cfg.train:
-                ckpt_path = metrics.get("best_model_path") or None
-            else:
-                ckpt_path = cfg.ckpt_path
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
-            for result in results:
-                metrics.update({k: _as_float(v) for k, v in result.items()})
-            metrics["test/ckpt_path"] = str(ckpt_path or "")
-
-        throughput = next((c for c in trainer.callbacks if isinstance(c, ThroughputMonitor)), None)
-        if throughput is not None:
-            metrics.update(throughput.summary())
-        metrics.update(datamodule.dataset_stats())
-        best_val = metrics.get("val/acc_best", metrics.get("val/acc"))
-        metrics.update(
-            {
-                "objective": float(best_val) if best_val is not None else math.nan,
-                "model/params_total": params["total"],
-                "model/params_trainable": params["trainable"],
-                "global_step": int(trainer.global_step),
-                "wall_time_s": time.perf_counter() - start,
-                "run_name": cfg.run_name,
-                "output_dir": str(cfg.paths.output_dir),
-            }
-        )
-        metrics["world_size"] = int(trainer.world_size)
-        sync = next((c for c in trainer.callbacks if isinstance(c, FeatureSyncCheck)), None)
-        if sync is not None:
-            metrics["feature_sync/ranks_checked"] = sync.ranks_checked
-            metrics["feature_sync/checks"] = sync.checks
-        metrics.update(_wandb_info(loggers))
-        for lg in loggers:
-            lg.log_metrics(
-                {f"summary/{k}": v for k, v in metrics.items() if isinstance(v, int | float)},
-                step=int(trainer.global_step),
-            )
-            lg.save()
-        _write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-        log.info("metrics: %s", json.dumps(metrics, default=str))
-        return metrics
-    except BaseException:
-        finish_wandb(exit_code=1)
-        raise
-    finally:
-        finish_wandb()
-        _end_process_group(env_before)
-
-
-_DIST_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def _end_process_group(env_before: Mapping[str, str | None]) -> None:
-    """Leave the process as the job found it, so the next job of a multirun can launch DDP again:
-    destroy the process group and restore the variables Lightning's launcher set
-    (with ``LOCAL_RANK`` left set, the next job would think its workers were started for it)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    for key, value in env_before.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+            best = metrics.metrics.get("best_model_path") or None
+            ckpt_path = best if cfg.train else cfg.ckpt_path
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        return metrics.metrics
 
 
 # -- evaluate ------------------------------------------------------------------------------------
@@ -322,26 +353,21 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     task_cfg.update({k: v for k, v in overrides.items() if v is not None})
     datamodule = datamodule_for(task_cfg, seed=int(cfg.seed))
 
-    loggers: list[Logger] = []
-    try:
+    with _job():
         with open_dict(cfg):
             if cfg.get("run_name") is None:
                 cfg.run_name = f"eval.{run_cfg.get('run_name') or path.stem}"
             cfg.tags = clean_tags([*(run_cfg.get("tags") or []), "eval", *(cfg.get("tags") or [])])
         loggers = _instantiate_all(cfg.get("logger"), "logger")
-        callbacks = _instantiate_all(cfg.get("callbacks"), "callbacks")
-        trainer = L.Trainer(**_trainer_kwargs(cfg), logger=loggers or False, callbacks=callbacks)
-        _log_config(loggers, {"run": run_cfg, "eval": {"ckpt_path": str(path), "split": split}}, {})
-        results = runners[split](trainer, module, datamodule=datamodule)
-        metrics: dict[str, Any] = {}
-        for result in results:
-            metrics.update({k: _as_float(v) for k, v in result.items()})
-        metrics.update({"ckpt_path": str(path), "split": split, "run_name": cfg.run_name})
-        _write_json(Path(cfg.paths.output_dir) / "metrics.json", metrics)
-        log.info("metrics: %s", json.dumps(metrics, default=str))
-        return metrics
-    except BaseException:
-        finish_wandb(exit_code=1)
-        raise
-    finally:
-        finish_wandb()
+        metrics = MetricsFile(
+            Path(cfg.paths.output_dir) / "metrics.json",
+            ckpt_path=str(path),
+            split=split,
+            run_name=cfg.run_name,
+        )
+        callbacks = [*_instantiate_all(cfg.get("callbacks"), "callbacks"), metrics]
+        trainer = _trainer(cfg, loggers, callbacks)
+        for lg in loggers:
+            lg.log_hyperparams({"run": run_cfg, "eval": {"ckpt_path": str(path), "split": split}})
+        runners[split](trainer, module, datamodule=datamodule)
+        return metrics.metrics

@@ -1,10 +1,11 @@
 """Deliberate faults, for testing that runs survive them (fault injection, "chaos" testing).
+A test tool: it lives under ``tests/``, so the command line needs ``PYTHONPATH=tests``.
 
 :class:`FaultInjector` is a callback that, at one training step, sends a real signal to its own
 process (``SIGKILL`` = ``kill -9``, ``SIGINT`` = Ctrl-C, ``SIGTERM`` = a scheduler's stop), makes
 one layer's output NaN, or raises. Enable it from the command line, e.g.::
 
-    python train.py +callbacks.fault._target_=spectra.training.faults.FaultInjector \\
+    PYTHONPATH=tests python train.py +callbacks.fault._target_=faults.FaultInjector \\
         +callbacks.fault.step=8 +callbacks.fault.kind=signal +callbacks.fault.signal=SIGKILL
 
 Steps count optimizer steps from 1: ``step=8`` acts during the 8th step (``nan_output``) or right

@@ -1,4 +1,4 @@
-"""Per-rank diagnostics for checking DDP consistency (a debugging / test tool, off by default).
+"""Per-rank diagnostics for checking DDP consistency (a test tool, under ``tests/``).
 
 :class:`RankDiagnostics` writes, for each rank, ``<out_dir>/rank<r>.jsonl`` with one record per
 event: SHA-256 fingerprints of every buffer (random-feature matrices W and their ``redraw_step``)
@@ -10,7 +10,8 @@ gradient averaging can be recomputed independently, and ``writes_rank<r>.json``:
 process opened for writing, renamed, created or removed under ``watch_dir`` (via a Python audit
 hook, PEP 578), to check that only rank 0 writes logs and checkpoints.
 
-Enable with ``+callbacks.diagnostics._target_=spectra.training.diagnostics.RankDiagnostics``
+Enable with ``PYTHONPATH=tests`` and
+``+callbacks.diagnostics._target_=rank_diagnostics.RankDiagnostics``
 (``out_dir`` defaults to ``<run dir>/diagnostics``). Audit hooks cannot be removed, so use it in
 dedicated processes (tests, debugging runs), not in long-lived ones.
 """
