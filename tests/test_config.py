@@ -149,7 +149,7 @@ def test_overriding_one_part_keeps_the_other(hydra_ctx) -> None:
     )
 
 
-# -- the paper protocol is exactly docs/design.md §5 ------------------------------------------------
+# -- the paper protocol is exactly docs/design.md §5 ----------------------------------------
 PAPER_TASKS = {
     # task: (max_length, batch, lr)
     "lra_listops": (2000, 32, 1e-4),
