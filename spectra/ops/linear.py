@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
+from spectra.features.maps.base import finite_or_zero
+
 __all__ = [
     "causal_linear_attention",
     "causal_linear_attention_prefix_naive",
@@ -86,7 +88,7 @@ def normalize_attention(
     if log_scale is None:
         floor = torch.full_like(den, eps)
     else:  # padding rows (log_scale −∞) have num = den = 0: any finite floor gives 0
-        floor = eps * torch.exp(-_finite_or_zero(log_scale))
+        floor = eps * torch.exp(-finite_or_zero(log_scale))
     den = torch.where(den >= 0, torch.maximum(den, floor), torch.minimum(den, -floor))
     return num / den
 
@@ -102,10 +104,6 @@ def _check_features(phi_x: torch.Tensor, phi_y: torch.Tensor, v: torch.Tensor) -
         )
 
 
-def _finite_or_zero(t: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
-
-
 def _feature_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
     """Detached per-feature max of ``ey`` (…, L, M) over valid keys → (…, 1, M); 0 if none."""
     e = ey.detach()
@@ -113,12 +111,12 @@ def _feature_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Ten
         e = e.masked_fill(~y_mask[..., None], float("-inf"))
     if e.shape[-2] == 0:
         return e.new_zeros((*e.shape[:-2], 1, e.shape[-1]))
-    return _finite_or_zero(e.amax(dim=-2, keepdim=True))
+    return finite_or_zero(e.amax(dim=-2, keepdim=True))
 
 
 def _row_max(ex: torch.Tensor) -> torch.Tensor:
     """Detached per-row max (…, L, 1), 0 where not finite."""
-    return _finite_or_zero(ex.detach().amax(dim=-1, keepdim=True))
+    return finite_or_zero(ex.detach().amax(dim=-1, keepdim=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +376,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
             ym = None if y_mask is None else y_mask[:, s : s + chunk]
             if stabilize:
                 new = torch.maximum(run, _valid_feature_max(e, ym))
-                new_eff = _finite_or_zero(new)
+                new_eff = finite_or_zero(new)
                 rescale = torch.where(torch.isfinite(run), (run - new_eff).exp(), 1.0)
                 kv.mul_(rescale.transpose(1, 2))
                 z.mul_(rescale)
@@ -389,7 +387,7 @@ class _RowwiseExpLinearAttention(torch.autograd.Function):
                 e.masked_fill_(~ym[..., None], 0.0)
             kv.baddbmm_(e.transpose(1, 2), v[:, s : s + chunk])
             z.add_(e.sum(dim=1, keepdim=True))
-        key_shift = _finite_or_zero(run) if stabilize else torch.zeros_like(run)
+        key_shift = finite_or_zero(run) if stabilize else torch.zeros_like(run)
         kvz = torch.cat([kv, z.transpose(1, 2)], dim=-1)  # (n, M, dv + 1)
         out = x.new_empty(n, lx, dv)
         den = x.new_empty(n, lx, 1)
@@ -615,7 +613,7 @@ def causal_linear_attention(
     # running key max t_i (…, L), detached; −∞ until the first valid key
     sy_d = sy.detach()[..., 0]
     t = sy_d.cummax(dim=-1).values if length else sy_d
-    t_eff = _finite_or_zero(t)
+    t_eff = finite_or_zero(t)
 
     def chunks(a: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         if pad:
