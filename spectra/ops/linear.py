@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from spectra.features.maps.base import finite_or_zero
+from spectra.features.maps.base import finite_or_zero, masked_amax
 
 __all__ = [
     "causal_linear_attention",
@@ -102,16 +102,6 @@ def _check_features(phi_x: torch.Tensor, phi_y: torch.Tensor, v: torch.Tensor) -
         raise ValueError(
             f"keys and values must have the same length, got {phi_y.shape[-2]} and {v.shape[-2]}"
         )
-
-
-def _feature_key_max(ey: torch.Tensor, y_mask: torch.Tensor | None) -> torch.Tensor:
-    """Detached per-feature max of ``ey`` (…, L, M) over valid keys → (…, 1, M); 0 if none."""
-    e = ey.detach()
-    if y_mask is not None:
-        e = e.masked_fill(~y_mask[..., None], float("-inf"))
-    if e.shape[-2] == 0:
-        return e.new_zeros((*e.shape[:-2], 1, e.shape[-1]))
-    return finite_or_zero(e.amax(dim=-2, keepdim=True))
 
 
 def _row_max(ex: torch.Tensor) -> torch.Tensor:
@@ -170,7 +160,7 @@ def _stabilized_exp(
     φ̃x_ir φ̃y_jr = exp(ex_ir + ey_jr − M_i) for every r, and den_i ≥ 1 if a key is valid.
     """
     if stabilize:
-        c = _feature_key_max(ey, y_mask)
+        c = masked_amax(ey, y_mask, (-2,))  # (…, 1, M), detached; 0 without a valid key
         phi_x = torch.add(ex, c)
         phi_x.sub_(_row_max(phi_x))
         phi_y = torch.sub(ey, c)
