@@ -9,6 +9,11 @@ contribute, padded query positions output exactly 0, and a query with no valid k
 :meth:`Attention.forward` validates the inputs, then calls the subclass's :meth:`Attention.attend`
 — with ``computes_in_float32`` (the default) on q, k, v cast to float32 (float64 stays float64)
 with autocast off, the result cast back to v's dtype; without it on the inputs as given.
+
+Every attention takes ``seed`` and ``layer_index`` (keyword-only, handled here): a model passes
+each layer its number, and an attention that draws anything random (random blocks, rotations,
+feature weights) seeds those draws from (``seed``, ``layer_index``), so layers draw independently
+while every DDP rank draws the same. Attentions that draw nothing ignore both.
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-__all__ = ["Attention", "check_positive_int", "compute_dtype"]
+from spectra.checks import positive_int, seed_and_layer
+
+__all__ = ["Attention", "compute_dtype", "layer_seed"]
+
+_LAYER_SEED_STRIDE = 1_000_003  # a prime larger than any layer count
 
 
-def check_positive_int(value: object, what: str) -> int:
-    """``value`` if it is a positive int, else a ``ValueError`` naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return value
+def layer_seed(seed: int, layer_index: int | None) -> int:
+    """Seed of layer ``layer_index``: ``seed · 1000003 + layer_index`` (distinct for every
+    (seed, layer)); ``seed`` itself for an unnumbered module (``layer_index=None``)."""
+    if layer_index is None:
+        return int(seed)
+    return int(seed) * _LAYER_SEED_STRIDE + int(layer_index)
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -34,15 +44,21 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 
 class Attention(nn.Module):
-    """Base class: stores ``head_dim``, validates ``forward`` inputs (:meth:`check_inputs`) and
-    runs :meth:`attend` in the compute dtype."""
+    """Base class: stores ``head_dim``, ``seed`` and ``layer_index`` (see the module), validates
+    ``forward`` inputs (:meth:`check_inputs`) and runs :meth:`attend` in the compute dtype."""
 
     supports_causal: bool = True
     computes_in_float32: ClassVar[bool] = True
 
-    def __init__(self, head_dim: int) -> None:
+    def __init__(self, head_dim: int, *, seed: int = 0, layer_index: int | None = None) -> None:
         super().__init__()
-        self.head_dim = check_positive_int(head_dim, "head_dim")
+        self.head_dim = positive_int(head_dim, "head_dim")
+        self.seed, self.layer_index = seed_and_layer(seed, layer_index)
+
+    @property
+    def draw_seed(self) -> int:
+        """Seed of this layer's own draws: :func:`layer_seed` (seed, layer_index)."""
+        return layer_seed(self.seed, self.layer_index)
 
     def forward(
         self,

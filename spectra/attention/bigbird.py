@@ -25,8 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.sparse_utils import empty_output, stateless_uniform, valid_first_order
+from spectra.checks import positive_int
 from spectra.registry import ATTENTIONS
 
 __all__ = ["BigBirdAttention"]
@@ -60,11 +61,13 @@ class BigBirdAttention(Attention):
         num_window_blocks: int = 3,
         num_global_blocks: int = 2,
         num_random_blocks: int = 3,
+        *,
         seed: int = 0,
+        layer_index: int | None = None,
     ) -> None:
-        super().__init__(head_dim)
-        self.block_size = check_positive_int(block_size, "block_size")
-        self.num_window_blocks = check_positive_int(num_window_blocks, "num_window_blocks")
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.block_size = positive_int(block_size, "block_size")
+        self.num_window_blocks = positive_int(num_window_blocks, "num_window_blocks")
         if num_window_blocks % 2 == 0:
             raise ValueError(
                 f"num_window_blocks must be odd (the block itself and w on each side), got "
@@ -72,9 +75,6 @@ class BigBirdAttention(Attention):
             )
         self.num_global_blocks = _non_negative_int(num_global_blocks, "num_global_blocks")
         self.num_random_blocks = _non_negative_int(num_random_blocks, "num_random_blocks")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
 
     def key_blocks(
         self, num_real_blocks: torch.Tensor, num_blocks: int, heads: int
@@ -98,7 +98,7 @@ class BigBirdAttention(Attention):
         if r:
             cand = torch.arange(num_blocks, device=device)
             head = torch.arange(heads, device=device)
-            score = stateless_uniform(self.seed, head[:, None, None], qb[:, None], cand)
+            score = stateless_uniform(self.draw_seed, head[:, None, None], qb[:, None], cand)
             blocked = (cand - qb[:, None]).abs() <= w  # (n_q, n): the window
             blocked = blocked | (cand < g)
             allowed = ~blocked[None, None] & (cand < nb)  # (B, H or 1, n_q, n)

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.nystromformer import masked_softmax
 from spectra.attention.sparse_utils import empty_output, stateless_uniform, valid_first_order
+from spectra.checks import positive_int
 from spectra.registry import ATTENTIONS
 
 __all__ = ["InformerAttention"]
@@ -48,12 +49,16 @@ class InformerAttention(Attention):
 
     supports_causal = False
 
-    def __init__(self, head_dim: int, factor: int = 5, seed: int = 0) -> None:
-        super().__init__(head_dim)
-        self.factor = check_positive_int(factor, "factor")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+    def __init__(
+        self,
+        head_dim: int,
+        factor: int = 5,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.factor = positive_int(factor, "factor")
 
     def sample_counts(self, n_queries: torch.Tensor, n_keys: torch.Tensor):
         """(u, U): active queries and sampled keys per sequence, from real-token counts."""
@@ -68,7 +73,7 @@ class InformerAttention(Attention):
         device = n_keys.device
         r = torch.arange(num_queries, device=device)[:, None]
         s = torch.arange(num_samples, device=device)[None, :]
-        u = stateless_uniform(self.seed, r, s)  # (Lq, U)
+        u = stateless_uniform(self.draw_seed, r, s)  # (Lq, U)
         ranks = (u[None] * n_keys[:, None, None].to(u.dtype)).long()
         return torch.minimum(ranks, (n_keys[:, None, None] - 1).clamp_min(0))
 

@@ -38,8 +38,15 @@ _IMPLEMENTATIONS = ("sdpa", "dense")
 class KernelizedAttention(Attention):
     """Exact Gaussian-kernel attention κ(Q, K) V (Skyformer's kernelized attention, 2111.00035)."""
 
-    def __init__(self, head_dim: int, implementation: str = "sdpa") -> None:
-        super().__init__(head_dim)
+    def __init__(
+        self,
+        head_dim: int,
+        implementation: str = "sdpa",
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
         if implementation not in _IMPLEMENTATIONS:
             raise ValueError(
                 f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"

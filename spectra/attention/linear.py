@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
+from spectra.checks import positive_int
 from spectra.ops.linear import causal_linear_attention, linear_attention
 from spectra.registry import ATTENTIONS
 
@@ -26,12 +27,20 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 class LinearAttention(Attention):
     """Katharopoulos et al. (arXiv 2006.16236) linear attention, φ = elu + 1."""
 
-    def __init__(self, head_dim: int, eps: float = 1e-6, chunk_size: int = 128) -> None:
-        super().__init__(head_dim)
+    def __init__(
+        self,
+        head_dim: int,
+        eps: float = 1e-6,
+        chunk_size: int = 128,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.eps = float(eps)
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
 
     def attend(self, q, k, v, mask, causal):  # type: ignore[override]
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)

@@ -28,8 +28,9 @@ import math
 import torch
 from torch import nn
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.sparse_utils import empty_output
+from spectra.checks import positive_int
 from spectra.registry import ATTENTIONS
 
 __all__ = ["LinformerAttention"]
@@ -47,10 +48,13 @@ class LinformerAttention(Attention):
         proj_length: int = 256,
         max_length: int = 4096,
         share_kv: bool = False,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
     ) -> None:
-        super().__init__(head_dim)
-        self.proj_length = check_positive_int(proj_length, "proj_length")
-        self.max_length = check_positive_int(max_length, "max_length")
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.proj_length = positive_int(proj_length, "proj_length")
+        self.max_length = positive_int(max_length, "max_length")
         if not isinstance(share_kv, bool):
             raise ValueError(f"share_kv must be a bool, got {share_kv!r}")
         self.share_kv = share_kv

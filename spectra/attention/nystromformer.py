@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.landmarks import segment_means
+from spectra.checks import positive_int
 from spectra.ops.pinv import newton_schulz_pinv
 from spectra.registry import ATTENTIONS
 
@@ -38,9 +39,17 @@ class NystromformerAttention(Attention):
 
     supports_causal = False
 
-    def __init__(self, head_dim: int, num_landmarks: int = 64, pinv_iterations: int = 6) -> None:
-        super().__init__(head_dim)
-        self.num_landmarks = check_positive_int(num_landmarks, "num_landmarks")
+    def __init__(
+        self,
+        head_dim: int,
+        num_landmarks: int = 64,
+        pinv_iterations: int = 6,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.num_landmarks = positive_int(num_landmarks, "num_landmarks")
         if (
             isinstance(pinv_iterations, bool)
             or not isinstance(pinv_iterations, int)

@@ -47,37 +47,24 @@ depend on that token, W and the statistics only).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
+from spectra.checks import positive_int
 from spectra.features.maps.base import ExponentialFeatureMap, FeatureMap
-from spectra.features.samplers.base import Sampler, seeded_generator
+from spectra.features.samplers.base import Sampler, redraw_seed, seeded_generator
 from spectra.ops.linear import (
     causal_linear_attention,
     exp_linear_attention,
     linear_attention,
     rowwise_exp_linear_attention,
 )
-from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS, accepted_options
+from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS
 
 __all__ = ["RandomFeatureAttention", "redraw_seed"]
-
-
-def redraw_seed(seed: int, layer_index: int | None, step: int) -> int:
-    """Seed of the generator that draws W at ``step`` (deterministic, the same on every rank).
-
-    (seed, None, 0) → ``seed`` itself (the W drawn at construction of an unnumbered layer is
-    ``sampler.sample(seeded_generator(seed))``); any other triple → the first 63 bits of
-    SHA-256("seed:layer:step").
-    """
-    if layer_index is None and step == 0:
-        return int(seed)
-    key = f"{int(seed)}:{'-' if layer_index is None else int(layer_index)}:{int(step)}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
 def _options(value: Mapping[str, Any] | None, what: str) -> dict[str, Any]:
@@ -93,10 +80,10 @@ class RandomFeatureAttention(Attention):
     """Random-feature attention φ(X)(φ(Y)ᵀV) / φ(X)(φ(Y)ᵀ1) with W from a registered sampler.
 
     Options: ``num_features`` m > 0; ``sampler`` / ``feature_map`` registered names (with
-    ``sampler_options`` / ``feature_map_options``; ``seed`` is passed to samplers that take
-    one); ``redraw_interval`` (None or N > 0 training steps); ``seed`` and ``layer_index``
-    (seed the draws); ``chunk_size`` (causal chunk length); ``eps`` (signed maps only: the
-    floor of |denominator| on the natural scale);
+    ``sampler_options`` / ``feature_map_options``; the sampler gets ``seed`` and ``layer_index``
+    too, as every sampler does); ``redraw_interval`` (None or N > 0 training steps); ``seed``
+    and ``layer_index`` (seed the draws); ``chunk_size`` (causal chunk length); ``eps``
+    (signed maps only: the floor of |denominator| on the natural scale);
     ``stabilize`` (max-shift stabilizers, on by default; they do not change the result).
     """
 
@@ -107,28 +94,21 @@ class RandomFeatureAttention(Attention):
         sampler: str = "orthogonal",
         feature_map: str = "posrf",
         redraw_interval: int | None = None,
-        seed: int = 0,
-        layer_index: int | None = None,
         sampler_options: Mapping[str, Any] | None = None,
         feature_map_options: Mapping[str, Any] | None = None,
         chunk_size: int = 128,
         eps: float = 1e-6,
         stabilize: bool = True,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
     ) -> None:
-        super().__init__(head_dim)
-        self.num_features = check_positive_int(num_features, "num_features (m)")
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.num_features = positive_int(num_features, "num_features (m)")
         if redraw_interval is not None:
-            check_positive_int(redraw_interval, "redraw_interval (None or a number of steps)")
+            positive_int(redraw_interval, "redraw_interval (None or a number of steps)")
         self.redraw_interval = redraw_interval
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
-        if layer_index is not None and (
-            isinstance(layer_index, bool) or not isinstance(layer_index, int) or layer_index < 0
-        ):
-            raise ValueError(f"layer_index must be None or an int >= 0, got {layer_index!r}")
-        self.layer_index = layer_index
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
             raise ValueError(f"eps must be a positive number, got {eps!r}")
         self.eps = float(eps)
@@ -138,15 +118,15 @@ class RandomFeatureAttention(Attention):
                 raise ValueError(f"{label} must be a registered name (str), got {name!r}")
 
         s_opts = _options(sampler_options, "sampler_options")
-        clash = sorted({"dim", "num_features"} & set(s_opts))
+        clash = sorted({"dim", "num_features", "layer_index"} & set(s_opts))
         if clash:
             raise ValueError(
-                f"sampler_options must not set {clash}: they come from head_dim and num_features"
+                f"sampler_options must not set {clash}: they come from head_dim, num_features "
+                "and the layer"
             )
-        if "seed" in accepted_options(SAMPLERS.get(sampler))[0]:
-            s_opts.setdefault("seed", seed)
+        s_opts.setdefault("seed", seed)  # the sampler contract: every sampler takes seed, layer
         self.sampler: Sampler = SAMPLERS.build(
-            sampler, dim=head_dim, num_features=num_features, **s_opts
+            sampler, dim=head_dim, num_features=num_features, layer_index=layer_index, **s_opts
         )
         self.feature_map: FeatureMap = FEATURE_MAPS.build(
             feature_map, **_options(feature_map_options, "feature_map_options")

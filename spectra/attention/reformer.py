@@ -30,8 +30,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.sparse_utils import empty_output
+from spectra.checks import positive_int
 from spectra.registry import ATTENTIONS
 
 __all__ = ["ReformerAttention"]
@@ -51,21 +52,20 @@ class ReformerAttention(Attention):
         n_hashes: int = 2,
         n_buckets: int = 64,
         chunk_size: int = 64,
+        *,
         seed: int = 0,
+        layer_index: int | None = None,
     ) -> None:
-        super().__init__(head_dim)
-        self.n_hashes = check_positive_int(n_hashes, "n_hashes")
-        self.n_buckets = check_positive_int(n_buckets, "n_buckets")
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.n_hashes = positive_int(n_hashes, "n_hashes")
+        self.n_buckets = positive_int(n_buckets, "n_buckets")
         if n_buckets > 1 and n_buckets % 2:
             raise ValueError(
                 f"n_buckets must be 1 or even (angular LSH hashes by argmax over [xR, −xR]), "
                 f"got {n_buckets}"
             )
-        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
-        g = torch.Generator().manual_seed(seed)
+        self.chunk_size = positive_int(chunk_size, "chunk_size")
+        g = torch.Generator().manual_seed(self.draw_seed)
         rotations = torch.randn(n_hashes, head_dim, max(n_buckets // 2, 1), generator=g)
         self.register_buffer("rotations", rotations)
 

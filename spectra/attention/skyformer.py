@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import torch
 
-from spectra.attention.base import Attention, check_positive_int
+from spectra.attention.base import Attention
 from spectra.attention.landmarks import (
     gather_tokens,
     segment_means,
     systematic_indices,
     uniform_indices,
 )
+from spectra.checks import positive_int
 from spectra.ops.pinv import newton_schulz_pinv
 from spectra.registry import ATTENTIONS
 
@@ -72,9 +73,12 @@ class SkyformerAttention(Attention):
         pinv_iterations: int = 6,
         regularization: float = 0.1,
         landmarks: str = "uniform",
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
     ) -> None:
-        super().__init__(head_dim)
-        self.num_landmarks = check_positive_int(num_landmarks, "num_landmarks")
+        super().__init__(head_dim, seed=seed, layer_index=layer_index)
+        self.num_landmarks = positive_int(num_landmarks, "num_landmarks")
         if num_landmarks < 2:
             raise ValueError(
                 f"num_landmarks must be >= 2 (half from the queries, half from the keys), "

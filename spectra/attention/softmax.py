@@ -21,9 +21,6 @@ class SoftmaxAttention(Attention):
 
     computes_in_float32 = False  # SDPA runs in the input dtype (flash kernels in bf16/fp16)
 
-    def __init__(self, head_dim: int) -> None:
-        super().__init__(head_dim)
-
     def attend(self, q, k, v, mask, causal):  # type: ignore[override]
         if mask is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)

@@ -8,10 +8,10 @@ The rule is generic, so a new registered component needs only a YAML file, never
   ``sampler_options={"scramble": True}`` (the options only when there are any);
 * every other key is passed through unchanged (``head_dim``, ``num_features``, ``seed`` ...).
 
-Each layer draws its own weight matrix, deterministically: an attention that takes
-``layer_index`` gets the layer number (and seeds its draws with (seed, layer)); otherwise its
-``seed`` becomes :func:`layer_seed` (seed, layer). So layers draw independent matrices while
-every DDP rank draws the same ones.
+Every attention takes ``seed`` and ``layer_index`` (the base contract of
+:class:`spectra.attention.Attention`): layer i is built with the config's ``seed`` and
+``layer_index=i``, and seeds whatever it draws from (seed, i). So layers draw independently
+while every DDP rank draws the same. ``layer_index`` is therefore not a config option.
 """
 
 from __future__ import annotations
@@ -22,16 +22,11 @@ from typing import Any
 
 from torch import nn
 
-from spectra.registry import ATTENTIONS, accepted_options
+from spectra.attention.base import layer_seed
+from spectra.checks import positive_int
+from spectra.registry import ATTENTIONS
 
 __all__ = ["AttentionSpec", "attention_spec", "layer_seed"]
-
-_LAYER_SEED_STRIDE = 1_000_003  # a prime larger than any layer count
-
-
-def layer_seed(seed: int, layer: int) -> int:
-    """Seed of layer ``layer``: ``seed · 1000003 + layer`` (distinct for every (seed, layer))."""
-    return int(seed) * _LAYER_SEED_STRIDE + int(layer)
 
 
 def _plain(value: Any) -> Any:
@@ -61,24 +56,11 @@ class AttentionSpec:
                 f"attention {self.name!r} config has no 'head_dim'; every attention preset must "
                 "set it (usually head_dim: ${model.head_dim})"
             )
-        value = self.options["head_dim"]
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"attention.head_dim must be a positive integer, got {value!r}")
-        return value
+        return positive_int(self.options["head_dim"], "attention.head_dim")
 
     def options_for_layer(self, layer: int) -> dict[str, Any]:
-        """Options of layer ``layer``.
-
-        An attention that takes ``layer_index`` gets it (it seeds its draws with (seed, layer));
-        otherwise a ``seed`` option is replaced by :func:`layer_seed` (seed, layer).
-        """
-        options = dict(self.options)
-        names, _ = accepted_options(ATTENTIONS.get(self.name))
-        if "layer_index" in names and "layer_index" not in options:
-            options["layer_index"] = int(layer)
-        elif options.get("seed") is not None:
-            options["seed"] = layer_seed(options["seed"], layer)
-        return options
+        """Options of layer ``layer``: the config's options plus ``layer_index=layer``."""
+        return {**self.options, "layer_index": int(layer)}
 
     def build(self, layer: int = 0) -> nn.Module:
         """``ATTENTIONS.build(name, **options)`` for layer ``layer``."""
@@ -106,6 +88,11 @@ def attention_spec(cfg: Mapping[str, Any]) -> AttentionSpec:
     cfg = _plain(cfg)
     if not isinstance(cfg, Mapping):
         raise ValueError(f"the attention config must be a mapping, got {type(cfg).__name__}")
+    if "layer_index" in cfg:
+        raise ValueError(
+            "attention.layer_index is not a config option: the model sets it for each layer "
+            "(layer i gets layer_index=i); remove it"
+        )
     if not cfg.get("name"):
         raise ValueError(
             "the attention config has no 'name'; set it to a registered attention: "

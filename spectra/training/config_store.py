@@ -7,7 +7,8 @@ stores a node ``{name: <name>, <option>: <default>, …}`` in the config group
 component without a YAML file per component, and a plugin's components without a Hydra plugin.
 The options listed are the keyword parameters of the component's constructor that have a
 default (the ones a user can set), minus those the attention sets itself (``dim``,
-``num_features`` and ``seed`` for samplers); ``None`` defaults appear as ``null``.
+``num_features`` and the base contract's ``seed`` and ``layer_index`` for samplers); ``None``
+defaults appear as ``null``. This listing is the only place that reads constructor signatures.
 
 :func:`register_configs` is idempotent; ``train.py``, ``eval.py`` and the test suite call it
 before Hydra composes (importing :mod:`spectra.training` calls it too).
@@ -29,7 +30,7 @@ __all__ = ["GROUPS", "component_node", "group_options", "register_configs"]
 
 GROUPS: dict[str, Registry] = {"attention/sampler": SAMPLERS, "attention/feature_map": FEATURE_MAPS}
 # options that the attention passes to every component of the group (not user options)
-_SET_BY_ATTENTION = {"attention/sampler": {"dim", "num_features", "seed"}}
+_SET_BY_ATTENTION = {"attention/sampler": {"dim", "num_features", "seed", "layer_index"}}
 _PLAIN = (bool, int, float, str, type(None))
 
 

@@ -1,15 +1,23 @@
 """Base class of weight-matrix samplers: draw W = [ω_1 … ω_m]ᵀ ∈ R^{m×d}.
 
+Every sampler takes ``seed`` and ``layer_index`` (keyword-only, stored by :class:`Sampler`):
+the attention passes its own. Random draws of W come from the generator given to
+:meth:`Sampler.sample`; a sampler that draws at construction (a learnable one's initial W) uses
+:meth:`Sampler.init_generator`, seeded by :func:`redraw_seed` (seed, layer_index, 0), the same
+seed the attention's first W comes from.
+
 Also the small drawing helpers the built-in samplers share: where to draw (the generator's
 device), in which precision (float64, then cast), and χ_d row norms.
 """
 
 from __future__ import annotations
 
-import numbers
+import hashlib
 
 import torch
 from torch import nn
+
+from spectra.checks import positive_int, seed_and_layer
 
 __all__ = [
     "DRAW_DTYPE",
@@ -17,6 +25,7 @@ __all__ = [
     "chi_norms",
     "draw_device",
     "positive_int",
+    "redraw_seed",
     "seeded_generator",
 ]
 
@@ -35,14 +44,17 @@ def seeded_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gen
     return gen
 
 
-def positive_int(value: object, what: str) -> int:
-    """``value`` as an ``int`` if it is a positive integer (not a bool), else a ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+def redraw_seed(seed: int, layer_index: int | None, step: int) -> int:
+    """Seed of the generator that draws W at ``step`` (deterministic, the same on every rank).
 
-
-_positive_int = positive_int  # backward-compatible private alias
+    (seed, None, 0) → ``seed`` itself (the W drawn at construction of an unnumbered layer is
+    ``sampler.sample(seeded_generator(seed))``); any other triple → the first 63 bits of
+    SHA-256("seed:layer:step").
+    """
+    if layer_index is None and step == 0:
+        return int(seed)
+    key = f"{int(seed)}:{'-' if layer_index is None else int(layer_index)}:{int(step)}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 
 
 def draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
@@ -69,10 +81,17 @@ class Sampler(nn.Module):
 
     marginally_gaussian: bool = True
 
-    def __init__(self, dim: int, num_features: int) -> None:
+    def __init__(
+        self, dim: int, num_features: int, *, seed: int = 0, layer_index: int | None = None
+    ) -> None:
         super().__init__()
         self.dim = positive_int(dim, "dim")
         self.num_features = positive_int(num_features, "num_features (m)")
+        self.seed, self.layer_index = seed_and_layer(seed, layer_index)
+
+    def init_generator(self) -> torch.Generator:
+        """Generator for draws made at construction: seeded by (seed, layer_index, step 0)."""
+        return seeded_generator(redraw_seed(self.seed, self.layer_index, 0))
 
     @property
     def learnable(self) -> bool:

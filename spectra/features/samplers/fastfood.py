@@ -21,7 +21,6 @@ O(p log p) :func:`~spectra.features.hadamard.fwht`: O(m d log p) per draw.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import NamedTuple
 
 import torch
@@ -33,7 +32,6 @@ from spectra.features.samplers.base import (
     Sampler,
     chi_norms,
     draw_device,
-    seeded_generator,
 )
 from spectra.features.samplers.sorf import random_signs
 from spectra.registry import SAMPLERS
@@ -107,8 +105,15 @@ class FastfoodSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(self, dim: int, num_features: int) -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         self.padded_dim = next_power_of_two(self.dim)
 
     def _sample(
@@ -129,20 +134,25 @@ class LearnableFastfoodSampler(Sampler):
 
     ``sample()`` returns ω_i = S_i v_i/‖v_i‖ computed from the parameters (differentiable); the
     ``generator`` argument is ignored — the randomness is the construction-time draw from
-    ``seed``. B is a real vector initialised to ±1. At init, ``sample()`` equals
-    ``FastfoodSampler(dim, m).sample(seeded_generator(seed))`` (up to the parameter dtype).
+    :meth:`Sampler.init_generator` (seed, layer_index). B is a real vector initialised to ±1.
+    At init, ``sample()`` equals ``FastfoodSampler(dim, m).sample(g)`` with ``g`` that generator
+    (``seeded_generator(seed)`` when ``layer_index`` is None), up to the parameter dtype.
     """
 
     marginally_gaussian = False
 
-    def __init__(self, dim: int, num_features: int, seed: int = 0) -> None:
-        super().__init__(dim, num_features)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"fastfood_learnable: seed must be an int, got {seed!r}")
-        self.seed = int(seed)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         self.padded_dim = next_power_of_two(self.dim)
         parts = draw_fastfood_parts(
-            self.dim, self.num_features, seeded_generator(self.seed), torch.device("cpu")
+            self.dim, self.num_features, self.init_generator(), torch.device("cpu")
         )
         dtype = torch.get_default_dtype()
         self.signs = nn.Parameter(parts.signs.to(dtype))

@@ -82,8 +82,16 @@ class GaussianQuadratureSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(self, dim: int, num_features: int, degree: int = 8) -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        degree: int = 8,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         self.degree = positive_int(degree, "gq sampler: degree")
         if self.degree < 2:
             raise ValueError(

@@ -1,18 +1,17 @@
 """Learned spectral weights: W itself is an ``nn.Parameter`` (Spectraformer, arXiv 2405.15310).
 
-Initialised with iid N(0, 1) entries from ``seed`` (so rows are N(0, I_d) at init; training
+Initialised with iid N(0, 1) entries from :meth:`Sampler.init_generator` — seeded by (``seed``,
+``layer_index``), so each layer starts from its own W — (so rows are N(0, I_d) at init; training
 moves them, after which no distributional statement holds). ``sample()`` returns the parameter
 (differentiable); the ``generator`` argument is ignored and W is never redrawn.
 """
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
-from spectra.features.samplers.base import DRAW_DTYPE, Sampler, seeded_generator
+from spectra.features.samplers.base import DRAW_DTYPE, Sampler
 from spectra.registry import SAMPLERS
 
 __all__ = ["LearnableSampler"]
@@ -20,17 +19,21 @@ __all__ = ["LearnableSampler"]
 
 @SAMPLERS.register("learnable")
 class LearnableSampler(Sampler):
-    """W ∈ R^{m×d} as a trainable parameter, Gaussian init from ``seed``; generator ignored."""
+    """W ∈ R^{m×d} as a trainable parameter, Gaussian init from (seed, layer); generator ignored."""
 
     marginally_gaussian = True  # at initialisation
 
-    def __init__(self, dim: int, num_features: int, seed: int = 0) -> None:
-        super().__init__(dim, num_features)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"learnable sampler: seed must be an int, got {seed!r}")
-        self.seed = int(seed)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         init = torch.randn(
-            self.num_features, self.dim, generator=seeded_generator(self.seed), dtype=DRAW_DTYPE
+            self.num_features, self.dim, generator=self.init_generator(), dtype=DRAW_DTYPE
         )
         self.weight = nn.Parameter(init.to(torch.get_default_dtype()))
 

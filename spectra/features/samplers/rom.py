@@ -76,8 +76,17 @@ class ROMSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(self, dim: int, num_features: int, depth: int = 3, scale: str = "chi") -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        depth: int = 3,
+        scale: str = "chi",
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         self.depth = positive_int(depth, "rom sampler: depth")
         if scale not in SCALES:
             raise ValueError(f"rom sampler: unknown scale {scale!r}; allowed: {', '.join(SCALES)}")

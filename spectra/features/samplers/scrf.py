@@ -55,8 +55,16 @@ class SCRFSampler(Sampler):
 
     marginally_gaussian = True
 
-    def __init__(self, dim: int, num_features: int, scale: str = "chi") -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        scale: str = "chi",
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         if scale not in SCALES:
             raise ValueError(f"scrf sampler: unknown scale {scale!r}; allowed: {', '.join(SCALES)}")
         self.scale = scale

@@ -195,8 +195,16 @@ class SparseGridQuadratureSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(self, dim: int, num_features: int, level: int = 2) -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        level: int = 2,
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         self.level = positive_int(level, "sgq sampler: level")
         rule = smolyak_rule(self.dim, self.level)
         self.num_nodes = len(rule.weights)

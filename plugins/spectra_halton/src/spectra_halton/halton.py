@@ -124,8 +124,16 @@ class HaltonSampler(Sampler):
 
     marginally_gaussian = True
 
-    def __init__(self, dim: int, num_features: int, randomization: str = "permute") -> None:
-        super().__init__(dim, num_features)
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        randomization: str = "permute",
+        *,
+        seed: int = 0,
+        layer_index: int | None = None,
+    ) -> None:
+        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
         if randomization not in RANDOMIZATIONS:
             raise ValueError(
                 f"halton sampler: unknown randomization {randomization!r}; "
