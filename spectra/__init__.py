@@ -20,3 +20,21 @@ def _load_builtin_components() -> None:
     _BUILTINS_LOADED = True
     import spectra.attention
     import spectra.features  # noqa: F401
+
+
+def _load_components() -> None:
+    """The registries' loader: built-in components first, then the installed plugins."""
+    from spectra.plugins import load_plugins
+
+    _load_builtin_components()
+    load_plugins()
+
+
+def _install_loader() -> None:
+    from spectra.registry import LOADERS
+
+    if _load_components not in LOADERS:
+        LOADERS.append(_load_components)
+
+
+_install_loader()

@@ -34,6 +34,12 @@ __all__ = [
 ]
 
 
+# What fills the registries before the first lookup, in order: ``spectra/__init__.py`` adds
+# "import the built-in components" and "load the plugins". Injected, so that this module
+# imports nothing from ``spectra``. Each loader must be idempotent (it runs on every lookup).
+LOADERS: list[Callable[[], None]] = []
+
+
 class UnknownComponentError(KeyError):
     """An unknown component name; the message lists the registered names and the closest match."""
 
@@ -112,11 +118,8 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------------------------
     def _ensure_loaded(self) -> None:
-        from spectra import _load_builtin_components
-        from spectra.plugins import load_plugins
-
-        _load_builtin_components()
-        load_plugins()
+        for load in LOADERS:
+            load()
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching the shell-style ``pattern``."""

@@ -12,12 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from tiny import TINY_MODEL
+from tiny import TINY_MODEL, compose_config
 
-import lra_data
 from spectra.registry import ATTENTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,13 +58,6 @@ ROWS = _rows()
 
 # -- helpers --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lra")
-    lra_data.write_fixture("lra_listops", root, rows_per_split=8, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
 def checkpoint(data_dir, tmp_path_factory) -> Path:
     """A real checkpoint of a one-step run."""
     out = tmp_path_factory.mktemp("run")
@@ -74,21 +65,16 @@ def checkpoint(data_dir, tmp_path_factory) -> Path:
     return Path(metrics["last_model_path"])
 
 
-def _compose(overrides: list[str], out: Path, name: str = "train"):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(name, overrides=[f"paths.output_dir={out}", *overrides])
-
-
 def _train(overrides: list[str], out: Path) -> dict:
     from spectra.training import train
 
-    return train(_compose(overrides, out))
+    return train(compose_config(overrides, out))
 
 
 def _eval(overrides: list[str], out: Path) -> dict:
     from spectra.training import evaluate
 
-    return evaluate(_compose(overrides, out, name="eval"))
+    return evaluate(compose_config(overrides, out, name="eval"))
 
 
 Outcome = tuple[list[str], str]  # (type names of the exception, or ["warning"]; the text)
@@ -116,7 +102,7 @@ def _qkv(d: int = 8) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _wandb_logger(out: Path, extra: list[str]):
-    cfg = _compose([*FAST, "logger=wandb", *extra], out)
+    cfg = compose_config([*FAST, "logger=wandb", *extra], out)
     return instantiate(OmegaConf.to_container(cfg.logger.wandb, resolve=True))
 
 
@@ -161,7 +147,7 @@ def _e32(**_: object) -> Outcome:
 def _e34(tmp_path: Path, **_: object) -> Outcome:
     from spectra.training.module import build_model
 
-    cfg = OmegaConf.to_container(_compose(FAST, tmp_path), resolve=True)
+    cfg = OmegaConf.to_container(compose_config(FAST, tmp_path), resolve=True)
     model = build_model(cfg, max_positions=16)
     ids = torch.tensor([[3, 7, 300, 0]])
     return _raised(lambda: model({"input_ids": ids, "mask": ids > 0}))

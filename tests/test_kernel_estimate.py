@@ -43,13 +43,7 @@ def _pairs(d: int, seed: int, x_norm=1.0, y_norm=1.0, n: int = 4):
     return ux * x_norm.reshape(-1, 1), uy * y_norm.reshape(-1, 1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Thousands of tiny ops: one intra-op thread is ~10× faster on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _estimates(x, y, sampler, feature_map, m, n_seeds, **options) -> torch.Tensor:

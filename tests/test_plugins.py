@@ -297,18 +297,11 @@ def test_example_plugin_configs_are_visible_to_hydra() -> None:
     assert not list(EXAMPLE.rglob("*.yaml")), "the example plugin needs no Hydra YAML"
 
 
-def _compose(overrides: list[str]):  # type: ignore[no-untyped-def]
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
-
-
-def test_plugin_components_compose_and_build() -> None:
+def test_plugin_components_compose_and_build(compose_config) -> None:
     example_plugin_installed()
     from spectra.training.attention import attention_spec
 
-    cfg = _compose(["attention=spectraformer", "attention/sampler=halton",
+    cfg = compose_config(["attention=spectraformer", "attention/sampler=halton",
                     "attention/feature_map=poisrf", "attention.num_features=8", "model.head_dim=4"])
     assert dict(cfg.attention.sampler) == {"name": "halton", "randomization": "permute"}
     assert dict(cfg.attention.feature_map) == {"name": "poisrf", "lam": None}
@@ -320,8 +313,7 @@ def test_plugin_components_compose_and_build() -> None:
 
 
 def test_plugin_config_naming_an_unregistered_component_fails_with_valid_names(
-    tmp_path: Path,
-) -> None:
+    tmp_path: Path, compose_config) -> None:
     """A plugin's YAML (here from an extra search-path entry) whose ``name`` nobody registered:
     the run fails right after composition, before any data is touched, listing valid names."""
     from spectra.training import train
@@ -330,7 +322,7 @@ def test_plugin_config_naming_an_unregistered_component_fails_with_valid_names(
     group.mkdir(parents=True)
     (group / "ghost.yaml").write_text("name: ghost_sampler\n")
     missing = tmp_path / "no-data"
-    cfg = _compose([f"hydra.searchpath=[file://{tmp_path / 'plugin_conf'}]",
+    cfg = compose_config([f"hydra.searchpath=[file://{tmp_path / 'plugin_conf'}]",
                     "attention=spectraformer", "attention/sampler=ghost", "debug=fdr",
                     f"task.data_dir={missing}", "task.prepare=null"])
     assert cfg.attention.sampler.name == "ghost_sampler"

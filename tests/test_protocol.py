@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tiny import TINY_MODEL
 
@@ -25,13 +24,8 @@ CONF = ROOT / "conf"
 REFERENCE = ["experiment=lra_paper", "protocol=spectraformer_code"]
 
 
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
-
-
-def test_default_protocol_is_a_no_op():
-    cfg = _compose(["experiment=lra_paper", "task=lra_text"])
+def test_default_protocol_is_a_no_op(compose_config):
+    cfg = compose_config(["experiment=lra_paper", "task=lra_text"])
     assert cfg.protocol.name == "default"
     assert set(cfg.protocol) == set(PROTOCOL_DEFAULTS)
     before = OmegaConf.to_container(cfg, resolve=True)
@@ -41,8 +35,8 @@ def test_default_protocol_is_a_no_op():
             cfg.optim.scheduler.warmup_steps) == ("norm", 1000, 1000)
 
 
-def test_spectraformer_code_on_text_sets_every_difference():
-    cfg = _compose([*REFERENCE, "task=lra_text"])
+def test_spectraformer_code_on_text_sets_every_difference(compose_config):
+    cfg = compose_config([*REFERENCE, "task=lra_text"])
     assert cfg.trainer.gradient_clip_algorithm == "value"  # clip_grad_value_
     assert cfg.trainer.gradient_clip_val == 1.0
     assert cfg.trainer.val_check_interval == 500 and cfg.trainer.limit_val_batches == 200
@@ -54,26 +48,26 @@ def test_spectraformer_code_on_text_sets_every_difference():
     assert cfg.task.val_split == "test" and cfg.task.pad_to == 4096
 
 
-def test_per_task_values_and_what_does_not_apply():
-    listops = _compose([*REFERENCE, "task=lra_listops"])
+def test_per_task_values_and_what_does_not_apply(compose_config):
+    listops = compose_config([*REFERENCE, "task=lra_listops"])
     assert listops.optim.scheduler.warmup_steps == 1000 and listops.trainer.limit_val_batches == 62
     changes = apply_protocol(listops)
     assert changes["task.options.close_bracket"] is False and changes["task.pad_to"] == 2048
     assert "task.val_split" not in changes  # only Text validates on test
-    image = _compose([*REFERENCE, "task=lra_image", "attention=softmax"])
+    image = compose_config([*REFERENCE, "task=lra_image", "attention=softmax"])
     assert image.trainer.val_check_interval == 50 and image.optim.scheduler.warmup_steps == 175
     changes = apply_protocol(image)
     assert changes["task.extra_pad_ids"] == [1] and changes["task.pad_to"] == 1024
     assert "model.zero_padded_keys" not in changes  # softmax masks padding in the reference too
-    substitute = _compose([*REFERENCE, "task=imdb_retrieval"])  # not in the tables
+    substitute = compose_config([*REFERENCE, "task=imdb_retrieval"])  # not in the tables
     assert substitute.optim.scheduler.warmup_steps == 1000
     assert substitute.trainer.limit_val_batches is None
 
 
-def test_debug_presets_and_the_command_line_still_win():
-    cfg = _compose([*REFERENCE, "task=lra_text", "debug=fdr"])
+def test_debug_presets_and_the_command_line_still_win(compose_config):
+    cfg = compose_config([*REFERENCE, "task=lra_text", "debug=fdr"])
     assert cfg.trainer.val_check_interval == 1 and cfg.trainer.limit_val_batches == 1
-    cfg = _compose([*REFERENCE, "task=lra_text", "optim.scheduler.warmup_steps=7",
+    cfg = compose_config([*REFERENCE, "task=lra_text", "optim.scheduler.warmup_steps=7",
                     "protocol.grad_clip_algorithm=norm"])
     assert cfg.optim.scheduler.warmup_steps == 7
     assert cfg.trainer.gradient_clip_algorithm == "norm"

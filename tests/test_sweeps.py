@@ -24,7 +24,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from tiny import TINY_MODEL
 
-import lra_data
 from spectra.features.maps.base import FeatureMap
 from spectra.registry import ATTENTIONS, FEATURE_MAPS, SAMPLERS
 from spectra.sweeps.callbacks import check_sweep_names
@@ -55,13 +54,6 @@ class CrashingFeatures(FeatureMap):
 
     def _scaled(self, x, y, w, x_mask, y_mask):  # type: ignore[override]
         raise RuntimeError("deliberate crash in a test feature map")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lra")
-    lra_data.write_fixture("lra_listops", root, rows_per_split=16, seed=0)
-    return root
 
 
 @pytest.fixture

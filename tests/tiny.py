@@ -1,4 +1,16 @@
-"""Hydra overrides shared by the end-to-end tests: the smallest model that still runs every path."""
+"""Shared by the end-to-end tests: the smallest model that still runs every path, and config
+composition (also the ``compose_config`` fixture of ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
 
 TINY_MODEL = [
     "model.embed_dim=16",
@@ -6,3 +18,10 @@ TINY_MODEL = [
     "model.head_dim=8",
     "model.head_hidden_dim=16",
 ]
+
+
+def compose_config(overrides: list[str], out: Path | str = "/tmp/unused",
+                   name: str = "train") -> DictConfig:
+    """``conf/<name>.yaml`` composed with ``overrides``; runs write under ``out``."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=[f"paths.output_dir={out}", *overrides])
