@@ -30,6 +30,8 @@ __all__ = [
     "finite_or_zero",
     "mask_rows",
     "masked_amax",
+    "pairwise_quadratic",
+    "pairwise_sq_norms",
 ]
 
 Scaled = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -54,6 +56,21 @@ def masked_amax(e: torch.Tensor, mask: torch.Tensor | None, dims: tuple[int, ...
 def finite_or_zero(t: torch.Tensor) -> torch.Tensor:
     """``t`` with non-finite entries (e.g. the −∞ max of no valid token) replaced by 0."""
     return torch.where(torch.isfinite(t), t, torch.zeros_like(t))
+
+
+def pairwise_quadratic(
+    x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(x_i + y_j)ᵀ M (x_i + y_j) for all pairs, (…, Lx, Ly), without an (Lx, Ly, d) tensor
+    (M symmetric (…, d, d); M = I when ``m`` is None)."""
+    xm = x if m is None else x @ m
+    ym = y if m is None else y @ m
+    return (xm * x).sum(-1)[..., :, None] + (ym * y).sum(-1)[..., None, :] + 2.0 * xm @ y.mT
+
+
+def pairwise_sq_norms(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """‖x_i‖² + ‖y_j‖² for all pairs, (…, Lx, Ly)."""
+    return x.square().sum(-1)[..., :, None] + y.square().sum(-1)[..., None, :]
 
 
 def expand_mask(mask: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor | None:
@@ -117,6 +134,16 @@ class FeatureMap(nn.Module):
     def output_dim(self, num_features: int) -> int:
         """Number of features φ produces from m = ``num_features`` rows of W."""
         return num_features
+
+    def iid_log_second_moment(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """log E[g(ω; x_i, y_j)²] for one iid row ω ~ N(0, I_d), all pairs (…, Lx, Ly).
+
+        g is one row's term of the estimate: with m iid rows, φ(x_i)ᵀφ(y_j) = (1/m) Σ_r g(ω_r),
+        E[g] = exp(x_iᵀy_j), so Var = (E[g²] − exp(2 x_iᵀy_j)) / m: the variance that FAVOR++
+        and FAVOR# (arXiv 2205.15317, 2302.00787) compare. Data-dependent parameters come from
+        all of ``x`` and ``y`` (no masks). None when the map has no closed form (the default).
+        """
+        return None
 
     # -- public API (validates, casts, disables autocast, zeroes padding rows) -------------------
     def forward(

@@ -22,11 +22,20 @@ import math
 
 import torch
 
-from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.base import (
+    ExponentialFeatureMap,
+    pairwise_quadratic,
+    pairwise_sq_norms,
+)
 from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
-__all__ = ["GeneralizedExponentialFeatures", "gerf_exponent", "gerf_log_second_moment"]
+__all__ = [
+    "GeneralizedExponentialFeatures",
+    "gerf_exponent",
+    "gerf_log_second_moment",
+    "gerf_pairs_log_second_moment",
+]
 
 
 def gerf_exponent(x: torch.Tensor, w: torch.Tensor, a: torch.Tensor | float) -> torch.Tensor:
@@ -63,6 +72,22 @@ def gerf_log_second_moment(
         + 2.0 * (1.0 - 4.0 * a) * s / (1.0 - 8.0 * a)
         - x.square().sum(-1)
         - y.square().sum(-1)
+    )
+    return torch.where(a < 0.125, value, torch.full_like(value, math.inf))
+
+
+def gerf_pairs_log_second_moment(
+    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor | float
+) -> torch.Tensor:
+    """:func:`gerf_log_second_moment` for all pairs (x_i, y_j), shape (…, Lx, Ly), without an
+    (Lx, Ly, d) tensor; ``a`` is a float or one A per leading index (…)."""
+    d = x.shape[-1]
+    a = torch.as_tensor(a, dtype=x.dtype, device=x.device)[..., None, None]
+    value = (
+        d * torch.log1p(-4.0 * a)
+        - 0.5 * d * torch.log1p(-8.0 * a.clamp_max(0.125 - 1e-12))
+        + 2.0 * (1.0 - 4.0 * a) / (1.0 - 8.0 * a) * pairwise_quadratic(x, y)
+        - pairwise_sq_norms(x, y)
     )
     return torch.where(a < 0.125, value, torch.full_like(value, math.inf))
 
@@ -105,6 +130,9 @@ class GeneralizedExponentialFeatures(ExponentialFeatureMap):
 
     def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
         return gerf_exponent(x, w, self.A), gerf_exponent(y, w, self.A)
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        return gerf_pairs_log_second_moment(x, y, self.A)
 
     def extra_repr(self) -> str:
         return f"A={self.A}"

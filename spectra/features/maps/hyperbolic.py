@@ -11,7 +11,11 @@ import math
 
 import torch
 
-from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.base import (
+    ExponentialFeatureMap,
+    pairwise_quadratic,
+    pairwise_sq_norms,
+)
 from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
@@ -34,3 +38,12 @@ class HyperbolicFeatures(ExponentialFeatureMap):
 
     def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
         return hyperbolic_exponent(x, w), hyperbolic_exponent(y, w)
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """g = e^{−(‖x‖²+‖y‖²)/2} cosh(ωᵀ(x+y)): E[g²] = e^{−‖x‖²−‖y‖²} (1 + e^{2‖x+y‖²}) / 2."""
+        z2 = pairwise_quadratic(x, y)
+        return (
+            torch.logaddexp(torch.zeros_like(z2), 2.0 * z2)
+            - math.log(2.0)
+            - pairwise_sq_norms(x, y)
+        )

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
-from spectra.features.maps.gerf import gerf_exponent
+from spectra.features.maps.gerf import gerf_exponent, gerf_pairs_log_second_moment
 from spectra.features.maps.stats import query_key_rho
 from spectra.registry import FEATURE_MAPS
 
@@ -60,3 +60,7 @@ class OptimalPositiveFeatures(ExponentialFeatureMap):
     def rowwise_exponents(self, x, y, w, *stats):  # type: ignore[override]
         (a,) = stats
         return gerf_exponent(x, w, a), gerf_exponent(y, w, a)
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """GERF's closed form with this map's A* from all of x and y."""
+        return gerf_pairs_log_second_moment(x, y, self.optimal_a(x, y))

@@ -10,6 +10,7 @@ import math
 import torch
 
 from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.gerf import gerf_pairs_log_second_moment
 from spectra.features.maps.projection import projected_exponent
 from spectra.registry import FEATURE_MAPS
 
@@ -26,3 +27,7 @@ class PositiveRandomFeatures(ExponentialFeatureMap):
 
     def exponents(self, x, y, w, x_mask=None, y_mask=None):  # type: ignore[override]
         return posrf_exponent(x, w), posrf_exponent(y, w)
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """GERF with A = 0: log E[g²] = 2‖x+y‖² − ‖x‖² − ‖y‖²."""
+        return gerf_pairs_log_second_moment(x, y, 0.0)

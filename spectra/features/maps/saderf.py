@@ -84,3 +84,8 @@ class SimplifiedAsymmetricDenseExponentialFeatures(OptimalPositiveFeatures):
         psi, a = stats
         p = psi.unsqueeze(-2)  # (…, 1, d)
         return super().rowwise_exponents(x * p, y / p, w, a)
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """OPRF's closed form on the transformed pair (Ψx, Ψ⁻¹y)."""
+        p = saderf_psi(x, y).unsqueeze(-2)
+        return super().iid_log_second_moment(x * p, y / p)

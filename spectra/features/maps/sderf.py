@@ -28,7 +28,11 @@ from typing import ClassVar
 
 import torch
 
-from spectra.features.maps.base import ExponentialFeatureMap
+from spectra.features.maps.base import (
+    ExponentialFeatureMap,
+    pairwise_quadratic,
+    pairwise_sq_norms,
+)
 from spectra.features.maps.oprf import optimal_a
 from spectra.features.maps.projection import projected_exponent
 from spectra.features.maps.stats import query_key_second_moment
@@ -93,3 +97,14 @@ class SymmetricDenseExponentialFeatures(ExponentialFeatureMap):
     def rowwise_exponents(self, x, y, w, *stats):  # type: ignore[override]
         a, b, log_d = stats
         return sderf_exponent(x, w, a, b, log_d), sderf_exponent(y, w, a, b, log_d)
+
+    @torch.no_grad()
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """4 log D − ½ log det(I−8A) + 2 (x+y)ᵀB(I−8A)⁻¹B(x+y) − ‖x‖² − ‖y‖² (A ≼ 0 here)."""
+        a, b, log_d = sderf_parameters(x, y)
+        i_minus_8a = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device) - 8.0 * a
+        inner = b.mT @ torch.linalg.solve(i_minus_8a, b)
+        const = 4.0 * log_d - 0.5 * torch.linalg.slogdet(i_minus_8a).logabsdet
+        return (
+            const[..., None, None] + 2.0 * pairwise_quadratic(x, y, inner) - pairwise_sq_norms(x, y)
+        )

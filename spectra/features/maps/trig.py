@@ -17,7 +17,13 @@ from typing import ClassVar
 
 import torch
 
-from spectra.features.maps.base import FeatureMap, Scaled, mask_rows
+from spectra.features.maps.base import (
+    FeatureMap,
+    Scaled,
+    mask_rows,
+    pairwise_quadratic,
+    pairwise_sq_norms,
+)
 from spectra.registry import FEATURE_MAPS
 
 __all__ = ["TrigonometricFeatures"]
@@ -39,3 +45,12 @@ class TrigonometricFeatures(FeatureMap):
             u = torch.cat([proj.cos(), proj.sin()], dim=-1) / math.sqrt(w.shape[-2])
             out += mask_rows(u, 0.5 * t.square().sum(-1, keepdim=True), mask)
         return out[0], out[1], out[2], out[3]
+
+    def iid_log_second_moment(self, x, y):  # type: ignore[override]
+        """g = e^{(‖x‖²+‖y‖²)/2} cos(ωᵀ(x−y)): E[g²] = e^{‖x‖²+‖y‖²} (1 + e^{−2‖x−y‖²}) / 2."""
+        u2 = pairwise_quadratic(x, -y)
+        return (
+            torch.logaddexp(torch.zeros_like(u2), -2.0 * u2)
+            - math.log(2.0)
+            + pairwise_sq_norms(x, y)
+        )
