@@ -25,6 +25,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 
 from spectra.registry import FEATURE_MAPS, SAMPLERS, Registry
+from spectra.training.schema import SCHEMAS
 
 __all__ = ["GROUPS", "component_node", "group_options", "register_configs"]
 
@@ -52,8 +53,11 @@ def component_node(registry: Registry, name: str, exclude: set[str] = frozenset(
 
 
 def register_configs() -> None:
-    """Store one node per registered sampler and feature map (plugins loaded first)."""
+    """Store one node per registered sampler and feature map (plugins loaded first), and the
+    schemas of :mod:`spectra.training.schema` (typed ``optim`` / ``scheduler`` nodes)."""
     store = ConfigStore.instance()
+    for (group, name), schema in SCHEMAS.items():
+        store.store(group=group, name=name, node=schema, provider="spectra")
     for group, registry in GROUPS.items():
         exclude = _SET_BY_ATTENTION.get(group, set())
         for name in registry.names():

@@ -1,10 +1,14 @@
-"""The LightningModule: an LRA model, cross-entropy, accuracy, AdamW and a one-cycle schedule.
+"""The LightningModule: an LRA model, cross-entropy, accuracy, and the configured optimizer and
+learning-rate schedule.
 
-Optimizer and schedule follow the Skyformer / Spectraformer LRA setup (arXiv 2111.00035,
-2405.15310): AdamW (eps 1e-6) and ``torch.optim.lr_scheduler.OneCycleLR`` with
-``pct_start = warmup_steps / total_steps`` and linear annealing; gradient clipping is the
-Trainer's ``gradient_clip_val``. The whole resolved run config is stored in the checkpoint
-(``hparams.cfg``), so a checkpoint rebuilds its own model (:meth:`LRAModule.load_from_checkpoint`).
+``cfg.optim`` and ``cfg.scheduler`` are ``_partial_`` configs (``conf/optim/``,
+``conf/scheduler/``) instantiated with ``hydra.utils.instantiate``: the optimizer is called with
+the parameters, the schedule as ``(optimizer, total_steps=N)`` and stepped every training step.
+The defaults follow the Skyformer / Spectraformer LRA setup (arXiv 2111.00035, 2405.15310):
+AdamW (eps 1e-6) and :func:`one_cycle` (``OneCycleLR`` with ``pct_start = warmup_steps /
+total_steps``, linear annealing); gradient clipping is the Trainer's ``gradient_clip_val``.
+The whole resolved run config is stored in the checkpoint (``hparams.cfg``), so a checkpoint
+rebuilds its own model (:meth:`LRAModule.load_from_checkpoint`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,7 +29,7 @@ from spectra.training.attention import attention_spec
 from spectra.training.data import task_spec
 from spectra.training.models import DualEncoderClassifier, LRAEncoder, SequenceClassifier
 
-__all__ = ["LRAModule", "build_model", "count_parameters"]
+__all__ = ["LRAModule", "build_model", "count_parameters", "one_cycle"]
 
 _HEADS: dict[bool, type[nn.Module]] = {False: SequenceClassifier, True: DualEncoderClassifier}
 
@@ -60,6 +65,12 @@ def build_model(cfg: Mapping[str, Any], *, max_positions: int | None = None) -> 
     unknown = sorted(set(model_cfg) - allowed)
     if unknown:
         raise ValueError(f"unknown model option(s) {unknown}; allowed: {sorted(allowed)}")
+    if attention.head_dim != model_cfg.get("head_dim"):
+        raise ValueError(
+            f"attention.head_dim={attention.head_dim} differs from model.head_dim="
+            f"{model_cfg.get('head_dim')}: the attention works on the model's heads, so set "
+            "model.head_dim instead (attention presets read head_dim: ${model.head_dim})"
+        )
     positions = model_cfg.get("max_positions") or max_positions or spec.max_length
     encoder = LRAEncoder(
         vocab_size=spec.vocab_size,
@@ -82,9 +93,26 @@ def warmup_steps(requested: int, total: int) -> int:
     """Warm-up length used by OneCycleLR: ``requested``, capped at half the run; a one-step
     warm-up becomes none (OneCycleLR divides by zero on a phase of a single step)."""
     if requested < 0:
-        raise ValueError(f"optim.scheduler.warmup_steps must be >= 0, got {requested}")
+        raise ValueError(f"scheduler.warmup_steps must be >= 0, got {requested}")
     steps = min(requested, total // 2)
     return 0 if steps == 1 else steps
+
+
+_capped_warmup = warmup_steps  # one_cycle's argument of the same name shadows it
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, **options: Any
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """``OneCycleLR`` up to each parameter group's lr over ``total_steps``, with
+    ``pct_start = warmup_steps / total_steps`` (warm-up capped as :func:`warmup_steps` says);
+    ``options`` are OneCycleLR's (``anneal_strategy``, ``div_factor``, ...)."""
+    warmup = _capped_warmup(int(warmup_steps), total_steps)
+    max_lr = [group["lr"] for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=warmup / total_steps,
+        **options,
+    )
 
 
 class LRAModule(L.LightningModule):
@@ -176,26 +204,10 @@ class LRAModule(L.LightningModule):
         return max(int(max_steps), 2)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = dict(self.cfg["optim"])
-        unknown = sorted(set(optim) - {"lr", "betas", "eps", "weight_decay", "scheduler"})
-        if unknown:
-            raise ValueError(
-                f"unknown optim option(s) {unknown}; allowed: betas, eps, lr, scheduler, "
-                "weight_decay"
-            )
-        sched = dict(optim.pop("scheduler", {}) or {})
-        optimizer = torch.optim.AdamW(
-            self.parameters(),
-            lr=optim["lr"],
-            betas=tuple(optim.get("betas", (0.9, 0.999))),
-            eps=optim.get("eps", 1e-6),
-            weight_decay=optim.get("weight_decay", 0.0),
-        )
-        total = self.total_steps()
-        warmup = warmup_steps(int(sched.pop("warmup_steps", 0)), total)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=optim["lr"], total_steps=total, pct_start=warmup / total, **sched
-        )
+        """``instantiate(cfg.optim)(parameters)`` and ``instantiate(cfg.scheduler)(optimizer,
+        total_steps=N)``, the schedule stepped every training step."""
+        optimizer = instantiate(self.cfg["optim"])(self.parameters())
+        scheduler = instantiate(self.cfg["scheduler"])(optimizer, total_steps=self.total_steps())
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
