@@ -6,14 +6,14 @@ Two layers:
   and named first in the defaults list of ``conf/optim/adamw.yaml`` and
   ``conf/scheduler/one_cycle.yaml``, so ``optim.lr=abc`` or ``+optim.momentum=0.9`` fail while
   Hydra composes, in a few lines naming the key (``full_key: optim.lr``).
-* **Values, at startup.** :func:`check_run_config` builds, on the CPU and without data, what the
-  config describes — the attention (layer 0), the model (with a softmax stand-in attention), the
-  optimizer over a stand-in parameter, the schedule over a stand-in optimizer — and checks that the Trainer's accelerator
-  exists here. :func:`validate_or_exit` runs it first thing in a run: on the command line
-  (Hydra's single-run mode) a bad value prints ``invalid run config`` and one line per
-  problem, naming the config key and what is allowed, and exits with status 2 — no traceback
-  unless ``HYDRA_FULL_ERROR=1``. Elsewhere (tests, multirun jobs, the Python API) the first
-  problem is raised as the component raised it.
+* **Values, at startup.** :func:`check_run_config` builds, on the CPU and without data, what
+  the config describes — the attention (layer 0), the model (with a softmax stand-in
+  attention), the optimizer over a stand-in parameter, the schedule over a stand-in optimizer —
+  and checks that the Trainer's accelerator exists here. :func:`validate_or_exit` runs it first
+  thing in a run: on the command line (Hydra's single-run mode) a bad value prints ``invalid
+  run config`` and one line per problem, naming the config key and what is allowed, and exits
+  with status 2 — no traceback unless ``HYDRA_FULL_ERROR=1``. Elsewhere (tests, multirun jobs,
+  the Python API) the first problem is raised as the component raised it.
 """
 
 from __future__ import annotations
