@@ -24,14 +24,14 @@ class BadRowError(LRADataError):
         self.line = line
         self.problem = problem
         super().__init__(
-            f"{self.path}, line {line}: {problem} "
-            "(pass skip_bad_rows=True to skip and count malformed rows instead)"
+            f"{self.path}, line {line}: {problem} (to skip and count malformed rows instead, "
+            "pass skip_bad_rows=True to lra_data, or task.skip_bad_rows=true to train.py)"
         )
 
 
 class MissingDataError(FileNotFoundError):
     """The data files of a task were not found; the message says where we looked and how to
-    obtain them."""
+    obtain them (the one such error of the project: ``spectra`` raises it too)."""
 
     def __init__(self, task: str, looked_in: list[str], how_to_obtain: str) -> None:
         self.task = task

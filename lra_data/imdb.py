@@ -20,12 +20,13 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingDataError, RowPolicy
+from .errors import LRADataError, MissingDataError, RowPolicy
 
 SOURCE_SPLITS = ("train", "test")
 LABEL_DIRS = (("neg", 0), ("pos", 1))
@@ -76,6 +77,15 @@ def find_imdb(data_dir: str | os.PathLike, task: str = "lra_text") -> ImdbSource
     raise MissingDataError(task, looked, HOW_TO_OBTAIN)
 
 
+def corrupt_gzip(path: Path, exc: BaseException) -> LRADataError:
+    """The error for a ``.jsonl.gz`` that gzip cannot read to its end (one message, no chain)."""
+    return LRADataError(
+        f"{path}: the gzip file is truncated or corrupt ({type(exc).__name__}: {exc}). "
+        "Replace it with a complete copy: re-run `python -m lra_data prepare lra_text --out "
+        "DATA_DIR` (from the shared copy, --source DIR or --source hf), or re-download it."
+    )
+
+
 def read_jsonl_gz(path: str | os.PathLike, policy: RowPolicy,
                   num_classes: int = 2) -> tuple[list[bytes], np.ndarray]:
     """UTF-8 bytes of every review and the labels; bad rows raise (or count, ``policy.skip``)."""
@@ -117,10 +127,10 @@ def read_jsonl_gz(path: str | os.PathLike, policy: RowPolicy,
                     continue
                 texts.append(data)
                 labels.append(label)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"{path}: cannot read gzip JSON lines ({exc})") from exc
+        raise corrupt_gzip(path, exc) from None
     return texts, np.asarray(labels, dtype=np.int64)
 
 

@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from .listops import END, OPERATORS, Tree
+from .registry import SPLITS
 
 GENERATOR_VERSION = 1
 CHUNK_TREES = 16384
 HEADER = b"Source\tTarget\n"
-SPLITS = ("train", "val", "test")
 
 # Token codes of the serialized text (not the model vocabulary).
 _OPEN, _CLOSE, _END, _OP0, _DIGIT0 = 0, 1, 2, 3, 3 + len(OPERATORS)

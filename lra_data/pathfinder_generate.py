@@ -56,9 +56,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .registry import SPLITS
+
 GENERATOR_VERSION = 1
 CHUNK_IMAGES = 500
-SPLITS = ("train", "val", "test")
 _CANDIDATES = 24  # candidate turning angles per dash
 _CORE_POINTS = 5  # points along a dash core checked against the occupancy grid
 _GRID = 2  # occupancy cells per pixel

@@ -25,12 +25,7 @@ from tqdm.auto import tqdm
 from .cache import cached
 from .dataset import LRADataset, ragged_from_rows
 from .errors import MissingDataError, RowPolicy
-from .pathfinder_generate import (
-    SPLITS,
-    PathfinderParams,
-    split_file,
-    write_pathfinder,
-)
+from .pathfinder_generate import PathfinderParams, split_file, write_pathfinder
 from .pathfinder_official import (
     DEFAULT_DIFFICULTY,
     DIFFICULTIES,
@@ -39,7 +34,7 @@ from .pathfinder_official import (
     read_official,
     split_indices,
 )
-from .registry import TaskData, TaskSpec, register
+from .registry import SPLITS, TaskData, TaskSpec, register
 
 READER_VERSION = 1
 OUR_DIR = "pathfinder"

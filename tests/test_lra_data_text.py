@@ -11,7 +11,7 @@ import pytest
 
 import lra_data
 from lra_data import byte_codec
-from lra_data.errors import BadRowError, MissingDataError
+from lra_data.errors import BadRowError, LRADataError, MissingDataError
 from lra_data.task_text import SHARED_IMDB, write_jsonl_gz
 
 TEXTS = ["Café au lait — très bien! 😀", "日本の映画。Good.", "plain ascii review", "naïve Zoë"]
@@ -147,9 +147,27 @@ def test_bad_rows_name_file_and_line_or_are_counted(tmp_path, line, message):
         lra_data.build_dataset("lra_text", "test", tmp_path)
     assert info.value.line == 3 and info.value.path == str(path)
     assert f"{path}, line 3" in str(info.value)
+    assert "task.skip_bad_rows=true" in str(info.value)  # the train.py override, by name
     with pytest.warns(UserWarning, match="skipped 1 malformed row"):
         ds = lra_data.build_dataset("lra_text", "test", tmp_path, skip_bad_rows=True)
     assert len(ds) == 3 and ds.skipped_rows == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_damaged_gzip_is_one_error_naming_the_file_and_the_fix(tmp_path, damage):
+    _imdb(tmp_path, _reviews(400), _reviews(10))
+    path = tmp_path / "imdb" / "train.jsonl.gz"
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(data[:20] + bytes(b ^ 0x5A for b in data[20:200]) + data[200:])
+    with pytest.raises(LRADataError) as info:
+        lra_data.build_dataset("lra_text", "train", tmp_path)
+    msg = str(info.value)
+    assert str(path) in msg and "truncated or corrupt" in msg
+    assert "python -m lra_data prepare lra_text" in msg and "re-download" in msg
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no chained trace
 
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):

@@ -179,7 +179,7 @@ def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
 
     missing = tmp_path / "empty"
     missing.mkdir()
-    with pytest.raises(MissingDataError, match="Looked in") as err:
+    with pytest.raises(MissingDataError, match="Looked for") as err:
         run_train(
             [
                 "task=lra_retrieval",
@@ -203,12 +203,12 @@ def test_falling_back_to_a_search_dir_is_logged(data_dir, tmp_path, caplog, monk
     empty = tmp_path / "empty"
     empty.mkdir()
     with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
-        found, _ = find_data("lra_listops", empty, [str(data_dir)])
+        found, _ = find_data("lra_listops", None, [str(empty), str(data_dir)])
     assert found == data_dir.resolve()
     assert "using" in caplog.text and str(empty) in caplog.text and str(data_dir) in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
-        find_data("lra_listops", data_dir, [str(empty)])
+        find_data("lra_listops", None, [str(data_dir), str(empty)])
     assert caplog.text == ""  # found where asked first: nothing to say
 
 
@@ -216,7 +216,8 @@ def test_quickstart_style_prepare_generates_missing_listops(tmp_path) -> None:
     out = tmp_path / "gen"
     prepare = "{num_train:64,num_val:16,num_test:16,min_length:10,max_length:60,max_depth:4}"
     metrics = run_train(
-        [*base(out), f"task.data_dir={out}", f"+task.prepare={prepare}", "task.max_length=64"],
+        [*base(out), "task.data_dir=null", f"task.search_dirs=[{out}]", f"+task.prepare={prepare}",
+         "task.max_length=64"],
         tmp_path / "run",
     )
     assert metrics["data/train_size"] == 64

@@ -109,7 +109,7 @@ def test_run_name_and_tags() -> None:
 
 def test_candidate_dirs_order_and_dedup(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    dirs = candidate_dirs("data", ["data", str(tmp_path / "abs")])
+    dirs = candidate_dirs(None, ["data", "data", str(tmp_path / "abs")])
     assert dirs[0] == (tmp_path / "data").resolve()
     assert dirs[-1] == (tmp_path / "abs").resolve()
     assert len(dirs) == len(set(dirs))

@@ -4,12 +4,16 @@ Two task families: single-sequence classification (ListOps, Text, Image, Pathfin
 paired-sequence retrieval (AAN, and the IMDB substitute), chosen by the task's ``TaskSpec.pair``
 flag — never by name.
 
-Where the data is looked for (first hit wins): ``task.data_dir`` (default
-``${oc.env:LRA_DATA_DIR,data}``), then each of ``task.search_dirs``. Relative paths are tried
-against the working directory, then against the repository root. If nothing is found and
-``task.prepare`` is set, ``lra_data.prepare(task, data_dir, seed=…, **task.prepare)`` writes the
-data into ``task.data_dir`` first (rank zero only; e.g. the quickstart's small generated
-ListOps). Otherwise a :class:`MissingDataError` says where we looked and how to get the data.
+Where the data is looked for: an explicit ``task.data_dir`` (a command-line value, or
+``$LRA_DATA_DIR`` through the default ``${oc.env:LRA_DATA_DIR,null}``) is the only place; it must
+exist, else :class:`~lra_data.MissingDataError` names the key and the path before anything else
+runs. With ``task.data_dir=null`` (the default when ``LRA_DATA_DIR`` is unset) each of
+``task.search_dirs`` is tried in order, first hit wins. Relative paths are tried against the
+working directory, then against the repository root. If nothing is found and ``task.prepare`` is
+set, ``lra_data.prepare(task, dir, seed=…, **task.prepare)`` writes the data (rank zero only; e.g.
+the quickstart's small generated ListOps) into ``task.data_dir``, or into the first search
+directory (relative to the working directory) when ``task.data_dir`` is null. Otherwise a
+:class:`~lra_data.MissingDataError` says where we looked and how to get the data.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 import lra_data
+from lra_data import SPLITS, MissingDataError
 from spectra.registry import check_options
 from spectra.training.resume import make_loader
 
@@ -39,11 +44,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPLITS = ("train", "val", "test")
-
-
-class MissingDataError(FileNotFoundError):
-    """No directory holds the data of a task; the message lists where we looked."""
+HOW_TO_PREPARE = (
+    "Prepare it with `python -m lra_data prepare {task} --out data` (see lra_data/README.md), "
+    "then point task.data_dir=… (or LRA_DATA_DIR) at the directory that has it."
+)
 
 
 def task_spec(name: str) -> Any:
@@ -56,18 +60,39 @@ def task_spec(name: str) -> Any:
         ) from None
 
 
+def _options(raw: str | os.PathLike) -> list[Path]:
+    """Where a configured path may be: itself if absolute, else cwd / path, repo root / path."""
+    path = Path(os.path.expanduser(str(raw)))
+    return [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+
+
+def explicit_dir(task: str, data_dir: str | os.PathLike) -> Path:
+    """The existing directory ``task.data_dir`` names, else :class:`MissingDataError` naming the
+    key, the path (and ``LRA_DATA_DIR`` when the value came from it) and what to do."""
+    for option in _options(data_dir):
+        if option.is_dir():
+            return option.resolve()
+    env = os.environ.get("LRA_DATA_DIR")
+    origin = " (from LRA_DATA_DIR)" if env is not None and str(data_dir) == env else ""
+    raise MissingDataError(
+        task,
+        [f"{p} (task.data_dir={data_dir}{origin}: directory does not exist)"
+         for p in _options(data_dir)],
+        "an explicit task.data_dir must be an existing directory: fix the path (or "
+        "LRA_DATA_DIR), or pass task.data_dir=null to search task.search_dirs (where "
+        "task.prepare may write the data).",
+    )
+
+
 def candidate_dirs(
     data_dir: str | os.PathLike | None, search_dirs: Sequence[str] = ()
 ) -> list[Path]:
-    """The directories to look in, in order, without duplicates (relative paths: cwd, then the
-    repository root)."""
+    """The directories to look in, in order, without duplicates: ``data_dir`` alone when given,
+    else ``search_dirs`` (relative paths: cwd, then the repository root)."""
     out: list[Path] = []
-    for raw in [data_dir, *search_dirs]:
-        if raw is None or str(raw) == "":
-            continue
-        path = Path(os.path.expanduser(str(raw)))
-        options = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
-        for option in options:
+    explicit = data_dir is not None and str(data_dir) != ""
+    for raw in [data_dir] if explicit else search_dirs:
+        for option in _options(raw):
             resolved = option.resolve()
             if resolved not in out:
                 out.append(resolved)
@@ -82,33 +107,29 @@ def find_data(
 ) -> tuple[Path, Dataset]:
     """The first of :func:`candidate_dirs` from which ``task``'s train split loads, with that
     split (``dataset_options`` go to ``lra_data.build_dataset``); else :class:`MissingDataError`."""
+    if data_dir is not None and str(data_dir) != "":
+        explicit_dir(task, data_dir)  # names the task in the error
     tried: list[str] = []
     for directory in candidate_dirs(data_dir, search_dirs):
         if not directory.is_dir():
-            tried.append(f"  - {directory}: directory does not exist")
+            tried.append(f"{directory} (directory does not exist)")
             continue
         try:
             dataset = lra_data.build_dataset(task, "train", directory, **dataset_options)
-        except FileNotFoundError as exc:
-            tried.append(f"  - {directory}: {str(exc).splitlines()[0]}")
+        except MissingDataError as exc:
+            tried.extend(exc.looked_in)
             continue
         if tried:  # not the first place: say so, a fallback must never go unnoticed
             log.warning(
-                "task %r: no data where asked first, using %s instead. Not used:\n%s",
+                "task %r: no data in the first search directories, using %s. Looked for:\n%s",
                 task,
                 directory,
-                "\n".join(tried),
+                "\n".join(f"  - {place}" for place in tried),
             )
         return directory, dataset
-    env = os.environ.get("LRA_DATA_DIR")
-    raise MissingDataError(
-        f"no data found for task {task!r}. Looked in:\n"
-        + "\n".join(tried)
-        + f"\n(LRA_DATA_DIR is {'set to ' + repr(env) if env else 'not set'}.) "
-        f"Prepare it with `python -m lra_data prepare {task} --out data` (see README), point "
-        "LRA_DATA_DIR or task.data_dir=… at a directory that has it, or see lra_data's docs for "
-        "the official LRA release layout."
-    )
+    if not tried:
+        tried.append("(nowhere: task.data_dir is null and task.search_dirs is empty)")
+    raise MissingDataError(task, tried, HOW_TO_PREPARE.format(task=task))
 
 
 class LRADataModule(L.LightningDataModule):
@@ -159,8 +180,10 @@ class LRADataModule(L.LightningDataModule):
             raise ValueError(f"task.val_split must be 'val' or 'test', got {val_split!r}")
         self.name = name
         self.val_split = val_split
-        self.data_dir = data_dir
+        self.data_dir = data_dir or None
         self.search_dirs = list(search_dirs or ())
+        if self.data_dir is not None:
+            explicit_dir(name, self.data_dir)  # fail now, not after the model is built
         self.max_length = int(max_length or self.spec.max_length)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -209,12 +232,23 @@ class LRADataModule(L.LightningDataModule):
         try:
             self._find()
         except MissingDataError:
-            if self.data_dir is None:
-                raise
-            log.info("task %r: no data found; preparing it in %s", self.name, self.data_dir)
+            target = self._prepare_target()
+            log.info("task %r: no data found; preparing it in %s", self.name, target)
             lra_data.prepare(
-                self.name, self.data_dir, seed=self.seed, progress=True, **self.prepare_options
+                self.name, target, seed=self.seed, progress=True, **self.prepare_options
             )
+
+    def _prepare_target(self) -> Path:
+        """``task.data_dir``, else the first search directory (relative: to the cwd)."""
+        if self.data_dir is not None:
+            return explicit_dir(self.name, self.data_dir)
+        if not self.search_dirs:
+            raise MissingDataError(
+                self.name,
+                ["(nowhere: task.data_dir is null and task.search_dirs is empty)"],
+                "set task.data_dir to an existing directory or list one in task.search_dirs",
+            )
+        return _options(self.search_dirs[0])[0]
 
     def setup(self, stage: str | None = None) -> None:
         if self.resolved_dir is None:
