@@ -52,7 +52,6 @@ import csv
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -60,15 +59,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-DEFAULT_OUT = REPO / "docs" / "results" / "speed"
+from omegaconf import DictConfig
+
+from spectra.analysis.config import compose_train
+from spectra.analysis.machine import describe, machine_info
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "speed"
 BASELINE = "softmax"
 PERFORMER = "performer-pytorch"
 NYSTROM = "nystrom-attention"
 EXTERNAL = (PERFORMER, NYSTROM)
 RF = "random_features"
+SIZE_KEYS = ("num_features", "num_landmarks", "proj_length")  # a preset's m, whichever it has
 
 
 # -- worker (one method, one length, fresh process) ---------------------------------------------
@@ -99,25 +101,25 @@ def _build(method: str, cfg: dict):
                 return module(q)
 
         return call, module
-    from spectra.registry import ATTENTIONS, accepted_options
+    from spectra.training.attention import attention_spec
 
+    return attention_spec(attention_config(method, cfg)).build(0), None
+
+
+def attention_config(method: str, cfg: dict) -> DictConfig:
+    """The ``attention`` node ``train.py`` would build for ``method`` (``name`` or
+    ``random_features:<feature map>``): preset ``conf/attention/<name>.yaml`` composed with
+    head_dim = d, task.max_length = L and seed 0, and m on the preset's own size key."""
     name, _, feature_map = method.partition(":")
-    cls = ATTENTIONS.get(name)
-    accepted, _ = accepted_options(cls)
-    wanted = {
-        "num_features": m,
-        "num_landmarks": m,
-        "proj_length": m,
-        "max_length": cfg["length"],
-        "sampler": "orthogonal",
-        "feature_map": feature_map or None,
-        "redraw_interval": None,
-        "seed": 0,
-    }
-    options = {k: v for k, v in wanted.items() if k in accepted and v is not None}
-    if feature_map and "feature_map" not in options:
-        raise ValueError(f"{name} takes no feature_map, got {method!r}")
-    return ATTENTIONS.build(name, head_dim=d, **options), None
+    overrides = [f"attention={name}", f"model.head_dim={cfg['head_dim']}",
+                 f"task.max_length={cfg['length']}", "seed=0"]  # fmt: skip
+    if feature_map:
+        overrides.append(f"attention/feature_map={feature_map}")
+    node = compose_train(overrides).attention
+    for key in SIZE_KEYS:
+        if key in node:
+            node[key] = cfg["num_features"]
+    return node
 
 
 def worker(cfg: dict) -> dict:
@@ -189,25 +191,11 @@ def worker(cfg: dict) -> dict:
 
 
 # -- driver -------------------------------------------------------------------------------------
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def run_one(cfg: dict) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(cfg)],
         capture_output=True,
         text=True,
-        env=env,
         check=False,
     )
     if proc.returncode != 0:
@@ -299,7 +287,7 @@ def write_outputs(
         "",
         f"Command: `{meta['command']}`",
         "",
-        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
+        f"Machine: {meta['machine']}; {meta['threads']} threads; "
         f"load average {meta['load_before']} before, {meta['load_after']} after; "
         f"started {meta['started']}, {meta['wall_min']:.1f} min wall.",
         "",
@@ -500,12 +488,12 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods or default_methods(args.feature_maps)
     fit_from = args.fit_from or (4096 if sum(n >= 4096 for n in lengths) >= 2 else lengths[0])
     threads = args.threads or torch.get_num_threads()
-    where = torch.cuda.get_device_name(0) if device == "cuda" else _cpu_name()
+    where = describe(machine_info(cuda=device == "cuda"))
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
     print(
-        f"# {device} ({where}), torch {torch.__version__}, {threads} threads, load {load_before}",
+        f"# {device}: {where}; {threads} threads, load {load_before}",
         file=sys.stderr,
         flush=True,
     )
@@ -545,7 +533,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     meta = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]),
-        "machine": f"{where} ({device})",
+        "machine": f"{where} (measured on {device})",
         "device": device,
         "dtype": args.dtype,
         "torch": torch.__version__,

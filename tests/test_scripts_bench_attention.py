@@ -120,3 +120,15 @@ def test_bfloat16_inputs_run_for_every_kind_of_method(bench, tmp_path: Path) -> 
     assert "q/k/v in bfloat16" in (tmp_path / "summary.md").read_text()
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--dtype", "int8", "--out", str(tmp_path)])
+
+
+def test_attentions_are_built_from_their_presets(bench) -> None:
+    """Composed like train.py composes them: m on the preset's own size key, L as max_length."""
+    cfg = {"head_dim": 16, "length": 512, "num_features": 32}
+    rf = bench.attention_config("random_features:saderf", cfg)
+    assert rf.name == "random_features" and rf.feature_map.name == "saderf"
+    assert rf.num_features == 32 and rf.head_dim == 16 and rf.sampler.name == "orthogonal"
+    lin = bench.attention_config("linformer", cfg)
+    assert lin.proj_length == 32 and lin.max_length == 512
+    assert bench.attention_config("nystromformer", cfg).num_landmarks == 32
+    assert "num_features" not in bench.attention_config("softmax", cfg)
