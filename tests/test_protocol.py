@@ -32,7 +32,7 @@ def test_default_protocol_is_a_no_op(compose_config):
     assert apply_protocol(cfg) == {}
     assert OmegaConf.to_container(cfg, resolve=True) == before
     assert (cfg.trainer.gradient_clip_algorithm, cfg.trainer.val_check_interval,
-            cfg.optim.scheduler.warmup_steps) == ("norm", 1000, 1000)
+            cfg.scheduler.warmup_steps) == ("norm", 1000, 1000)
 
 
 def test_spectraformer_code_on_text_sets_every_difference(compose_config):
@@ -40,7 +40,7 @@ def test_spectraformer_code_on_text_sets_every_difference(compose_config):
     assert cfg.trainer.gradient_clip_algorithm == "value"  # clip_grad_value_
     assert cfg.trainer.gradient_clip_val == 1.0
     assert cfg.trainer.val_check_interval == 500 and cfg.trainer.limit_val_batches == 200
-    assert cfg.optim.scheduler.warmup_steps == 80
+    assert cfg.scheduler.warmup_steps == 80
     changes = apply_protocol(cfg)
     assert changes == {"task.val_split": "test", "model.pooling": "padded_length",
                        "task.pad_to": 4096, "task.pad_to_multiple_of": None,
@@ -50,26 +50,26 @@ def test_spectraformer_code_on_text_sets_every_difference(compose_config):
 
 def test_per_task_values_and_what_does_not_apply(compose_config):
     listops = compose_config([*REFERENCE, "task=lra_listops"])
-    assert listops.optim.scheduler.warmup_steps == 1000 and listops.trainer.limit_val_batches == 62
+    assert listops.scheduler.warmup_steps == 1000 and listops.trainer.limit_val_batches == 62
     changes = apply_protocol(listops)
     assert changes["task.options.close_bracket"] is False and changes["task.pad_to"] == 2048
     assert "task.val_split" not in changes  # only Text validates on test
     image = compose_config([*REFERENCE, "task=lra_image", "attention=softmax"])
-    assert image.trainer.val_check_interval == 50 and image.optim.scheduler.warmup_steps == 175
+    assert image.trainer.val_check_interval == 50 and image.scheduler.warmup_steps == 175
     changes = apply_protocol(image)
     assert changes["task.extra_pad_ids"] == [1] and changes["task.pad_to"] == 1024
     assert "model.zero_padded_keys" not in changes  # softmax masks padding in the reference too
     substitute = compose_config([*REFERENCE, "task=imdb_retrieval"])  # not in the tables
-    assert substitute.optim.scheduler.warmup_steps == 1000
+    assert substitute.scheduler.warmup_steps == 1000
     assert substitute.trainer.limit_val_batches is None
 
 
 def test_debug_presets_and_the_command_line_still_win(compose_config):
     cfg = compose_config([*REFERENCE, "task=lra_text", "debug=fdr"])
     assert cfg.trainer.val_check_interval == 1 and cfg.trainer.limit_val_batches == 1
-    cfg = compose_config([*REFERENCE, "task=lra_text", "optim.scheduler.warmup_steps=7",
+    cfg = compose_config([*REFERENCE, "task=lra_text", "scheduler.warmup_steps=7",
                     "protocol.grad_clip_algorithm=norm"])
-    assert cfg.optim.scheduler.warmup_steps == 7
+    assert cfg.scheduler.warmup_steps == 7
     assert cfg.trainer.gradient_clip_algorithm == "norm"
 
 

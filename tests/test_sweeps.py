@@ -287,7 +287,7 @@ def test_optuna_sweeper_composes_and_runs_two_trials(data_dir, tmp_path, monkeyp
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"optim.lr", "attention.num_features",
-                                   "optim.scheduler.warmup_steps", "optim.weight_decay"}
+                                   "scheduler.warmup_steps", "optim.weight_decay"}
 
     sweep = tmp_path / "optuna"
     multirun(["hydra/sweeper=spectra_optuna", "hydra.sweeper.n_trials=2",
