@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from spectra.sweeps.status import COMPLETED, FAILED, RUNNING, read_status
+from spectra.sweeps.status import COMPLETED, FAILED, INTERRUPTED, RUNNING, read_status
 
 __all__ = ["DESIGN", "METRICS", "ReportSourceError", "Runs", "collect", "load_multirun",
            "load_wandb_api"]
@@ -142,7 +142,9 @@ def _job_record(job: Path, notes: list[str]) -> dict[str, Any] | None:
         return {**record, "status": OK, "metrics": metrics,
                 "name": metrics.get("run_name", record["name"])}
     error = {COMPLETED: "completed without writing metrics.json",
-             RUNNING: "still running or killed (status.json says running)"}.get(
+             RUNNING: "still running or killed (status.json says running)",
+             INTERRUPTED: "interrupted by a signal (status.json has the step and the resume "
+                          "command)"}.get(
         status.get("status"), "no metrics.json and no status.json")
     return {**record, "status": INCOMPLETE, "error": error}
 

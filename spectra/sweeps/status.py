@@ -24,6 +24,7 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "FINAL_STATES",
+    "INTERRUPTED",
     "RUNNING",
     "STATUS_FILE",
     "error_info",
@@ -34,6 +35,7 @@ __all__ = [
 
 STATUS_FILE = "status.json"
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+INTERRUPTED = "interrupted"  # stopped by a signal after saving last.ckpt; resumable
 FINAL_STATES = (COMPLETED, FAILED)
 _RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
 
@@ -69,11 +71,12 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 def write_status(
     run_dir: str | os.PathLike, status: str, info: Mapping[str, Any] | None = None
 ) -> Path | None:
-    """Write ``status`` (``running`` / ``completed`` / ``failed``) and ``info`` to
+    """Write ``status`` (``running`` / ``interrupted`` / ``completed`` / ``failed``) and ``info`` to
     ``<run_dir>/status.json`` atomically; keeps ``started_at`` of an earlier record. Rank zero
     only (returns None elsewhere)."""
-    if status not in (RUNNING, *FINAL_STATES):
-        raise ValueError(f"status must be one of running, completed, failed; got {status!r}")
+    if status not in (RUNNING, INTERRUPTED, *FINAL_STATES):
+        raise ValueError(
+            f"status must be one of running, interrupted, completed, failed; got {status!r}")
     if not is_rank_zero():
         return None
     path = Path(run_dir) / STATUS_FILE

@@ -1,13 +1,16 @@
 """Training callbacks and helpers: the NaN guard, the DDP feature-sync check, peak memory, the
-batch measures for Lightning's ``ThroughputMonitor``, and a progress-bar factory (Rich on a
-terminal, TQDM otherwise)."""
+batch measures for Lightning's ``ThroughputMonitor``, the speed/ETA line, and a progress bar over
+the run's steps (Rich on a terminal, TQDM otherwise)."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
+import math
 import resource
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -20,8 +23,10 @@ __all__ = [
     "FeatureSyncCheck",
     "NaNGuard",
     "NonFiniteError",
+    "SpeedEstimate",
     "batch_size",
     "first_nonfinite_module",
+    "format_duration",
     "nonfinite_names",
     "peak_memory_mb",
     "progress_bar",
@@ -33,8 +38,35 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+class _RunSteps:
+    """Progress-bar mixin: the training bar counts the run's optimizer steps (``global_step`` of
+    ``Trainer.estimated_stepping_batches``) across epochs, not one epoch's batches."""
+
+    trainer: L.Trainer
+
+    @property
+    def total_train_batches(self) -> int | float:
+        return self.trainer.estimated_stepping_batches
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        super().on_train_batch_end(  # type: ignore[misc]
+            trainer, pl_module, outputs, batch, int(trainer.global_step) - 1)
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"Epoch {current_epoch}"  # Rich's default appends /max_epochs-1: "0/-2"
+
+
+class StepTQDMProgressBar(_RunSteps, TQDMProgressBar):
+    """``TQDMProgressBar`` whose training bar runs from 0 to the run's last step."""
+
+
+class StepRichProgressBar(_RunSteps, RichProgressBar):
+    """``RichProgressBar`` whose training bar runs from 0 to the run's last step."""
+
+
 def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> Callback:
-    """``RichProgressBar`` when stdout is a terminal (or ``rich=True``), else a TQDM bar.
+    """A bar over the run's steps: Rich when stdout is a terminal (or ``rich=True``), else TQDM.
 
     ``refresh_rate``: steps between refreshes; None = 1 on a terminal and 100 otherwise (keeps
     log files short); 0 hides the bar.
@@ -45,8 +77,61 @@ def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> C
     if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, int) or refresh_rate < 0:
         raise ValueError(f"refresh_rate must be an int >= 0 or null, got {refresh_rate!r}")
     if use_rich:
-        return RichProgressBar(refresh_rate=refresh_rate)
-    return TQDMProgressBar(refresh_rate=refresh_rate)
+        return StepRichProgressBar(refresh_rate=refresh_rate)
+    return StepTQDMProgressBar(refresh_rate=refresh_rate)
+
+
+def format_duration(seconds: float) -> str:
+    """``3 h 05 min``, ``4 min 10 s`` or ``12 s``."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+class SpeedEstimate(Callback):
+    """One log line once ``steps`` training steps have been timed (after ``skip`` warm-up steps):
+    steps per second and the estimated time to the run's last step
+    (``Trainer.estimated_stepping_batches``). Validation time is left out of the timing and of
+    the estimate."""
+
+    def __init__(self, skip: int = 5, steps: int = 20) -> None:
+        for name, value, low in (("skip", skip, 0), ("steps", steps, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"SpeedEstimate {name} must be an int >= {low}, got {value!r}")
+        self.skip, self.steps = skip, steps
+        self.line: str | None = None  # the logged line
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first = int(trainer.global_step)
+        self._mark: float | None = None
+        self._seconds, self._timed = 0.0, 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._mark is not None and trainer.state.fn == "fit":
+            self._mark = time.perf_counter()  # the next interval starts after validation
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if self.line is not None:
+            return
+        now, done = time.perf_counter(), int(trainer.global_step) - self._first
+        if self._mark is not None and done > self.skip:
+            self._seconds += now - self._mark
+            self._timed += 1
+        self._mark = now
+        if self._timed < self.steps:
+            return
+        rate = self._timed / self._seconds
+        total = trainer.estimated_stepping_batches
+        line = f"speed: {rate:.3g} steps/s ({1 / rate:.3g} s/step over {self._timed} steps)"
+        if math.isfinite(total):
+            left = (total - trainer.global_step) / rate
+            finish = datetime.datetime.now() + datetime.timedelta(seconds=left)
+            line += (f"; {int(total)} steps: about {format_duration(left)} left, done around "
+                     f"{finish:%H:%M} (validation not included)")
+        self.line = line
+        if trainer.is_global_zero:
+            log.info("%s", line)
 
 
 _PROC_STATUS = "/proc/self/status"

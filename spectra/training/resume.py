@@ -17,6 +17,9 @@ saves into and restores from the checkpoint) restores where the epoch stood. Wha
 
 With these, a run killed at any point and resumed from its last checkpoint on CPU computes the
 same losses, bit for bit, as an uninterrupted run (``tests/test_reliability_resume.py``).
+
+:func:`earlier_runs` lists the ``last.ckpt`` files of earlier runs in the places Hydra puts run
+directories, for ``ckpt_path=last`` given from a fresh run directory.
 """
 
 from __future__ import annotations
@@ -25,16 +28,18 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Sized
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
-__all__ = ["ResumableSampler", "StepSeed", "make_loader", "mix_seed"]
+__all__ = ["ResumableSampler", "StepSeed", "earlier_runs", "make_loader", "mix_seed", "run_roots"]
 
 log = logging.getLogger(__name__)
 # torchdata 0.11 calls the deprecated torch.set_vital in every StatefulDataLoader.__init__
@@ -189,3 +194,38 @@ class StepSeed(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         torch.manual_seed(mix_seed(self.seed, trainer.global_step, trainer.global_rank))
+
+
+def run_roots() -> list[tuple[Path, str]]:
+    """``(root, glob)`` of every ``last.ckpt`` Hydra's run and sweep directory patterns can hold:
+    ``outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}`` gives ``(outputs, */*/checkpoints/last.ckpt)``.
+    A pattern without an interpolation (one fixed directory) has no siblings to search; outside
+    Hydra the list is empty."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    hc = HydraConfig.get()
+    raw = OmegaConf.to_container(hc, resolve=False)
+    assert isinstance(raw, dict)
+    patterns = [str(raw["run"]["dir"]), f"{raw['sweep']['dir']}/{raw['sweep']['subdir']}"]
+    out = []
+    for pattern in patterns:
+        root, _, _ = pattern.split("${", 1)[0].rpartition("/")
+        if "${" not in pattern or not root:
+            continue
+        depth = pattern[len(root) + 1 :].count("/") + 1
+        out.append((Path(hc.runtime.cwd, root), "*/" * depth + "checkpoints/last.ckpt"))
+    return out
+
+
+def earlier_runs(name: str, name_of: Callable[[Path], str | None]) -> list[Path]:
+    """``last.ckpt`` files of the runs under :func:`run_roots` whose run directory's
+    ``name_of`` is ``name``, newest first."""
+    found = {
+        ckpt
+        for root, pattern in run_roots()
+        for ckpt in root.glob(pattern)
+        if name_of(ckpt.parent.parent) == name
+    }
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)

@@ -3,7 +3,8 @@
 Order of a training run: seed everything → resolve the config → build the data module (checks
 the task name and options; loads nothing) → build the model (checks every component name through
 the registries; loads nothing) → loggers and callbacks → ``Trainer.fit`` (data is prepared and
-loaded here) → ``Trainer.test`` on the best checkpoint. :class:`MetricsFile` collects the
+loaded here; a run that ended before its first validation validates its final weights) →
+``Trainer.test`` on the best checkpoint. :class:`MetricsFile` collects the
 metrics, with ``objective`` = best validation accuracy (for sweepers), and writes them to
 ``<run dir>/metrics.json`` after each stage; ``train`` returns them. :func:`_job` is the
 teardown wrapper of both entry points.
@@ -38,6 +39,9 @@ from spectra.training.data import datamodule_for
 from spectra.training.loggers import clean_tags, finish_wandb
 from spectra.training.module import LRAModule
 from spectra.training.protocol import apply_protocol
+from spectra.training.resume import earlier_runs, run_roots
+from spectra.training.schema import validate_or_exit
+from spectra.training.signals import resume_command
 
 __all__ = ["MetricsFile", "evaluate", "run_name", "run_tags", "train"]
 
@@ -123,6 +127,37 @@ def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
     sys.argv = [sys.argv[0], *(str(o) for o in hc.hydra.overrides.task)]
     with read_write(hc.hydra.run):
         hc.hydra.run.dir = str(hc.hydra.runtime.output_dir)
+
+
+def _saved_run_name(run_dir: Path) -> str | None:
+    """The run name of an earlier run directory (from its ``.hydra/config.yaml``), or None."""
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+        return str(saved.get("run_name") or run_name(saved))
+    except Exception:  # no config, or not a training run's: not a match
+        return None
+
+
+def _resume_from(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``, where ``last`` without a ``last*.ckpt`` in this run directory means the
+    newest ``last.ckpt`` of an earlier run with the same name (said in the log); with none, a
+    ``FileNotFoundError`` with the resume command: never a silent fresh start."""
+    path = cfg.get("ckpt_path")
+    own = Path(cfg.paths.output_dir) / "checkpoints"
+    if path != "last" or any(own.glob("last*.ckpt")):
+        return path
+    found = earlier_runs(cfg.run_name, _saved_run_name)
+    if found:
+        log.warning("ckpt_path=last: no checkpoint in %s; resuming the latest run named %s: %s",
+                    own, cfg.run_name, found[0])
+        return str(found[0])
+    roots = ", ".join(str(root) for root, _ in run_roots())
+    command = resume_command("<its run directory>")
+    raise FileNotFoundError(
+        f"ckpt_path=last: no checkpoint in {own} and no earlier run named {cfg.run_name} "
+        f"{f'in {roots}' if roots else '(no Hydra run directories to search)'}. Resume a run "
+        f"from its own directory: {command}; or leave out ckpt_path to start afresh"
+    )
 
 
 def _seed(cfg: DictConfig) -> int:
@@ -234,6 +269,8 @@ class MetricsFile(Callback):
         m = self.metrics
         if stage != "fit":
             m.update(_scalars(trainer.callback_metrics))
+        if "objective" in m and math.isnan(m["objective"]) and "val/acc" in m:
+            m["objective"] = float(m["val/acc"])  # validated after fit: the final weights
         params = getattr(pl_module, "param_counts", None)
         if params:
             m["model/params_total"] = params["total"]
@@ -284,6 +321,7 @@ def _job() -> Iterator[None]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (``cfg.train``) and/or test (``cfg.test``) one run; returns its metrics (see
     :class:`MetricsFile`)."""
+    validate_or_exit(cfg)  # bad values fail here, in a few lines, before anything is built
     _one_console_handler()
     _set_threads(cfg.get("num_threads"))
     protocol_changes = apply_protocol(cfg)  # recipe keys -> task/model edits (checked here)
@@ -304,6 +342,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.train and not cfg.ckpt_path:
         raise ValueError("train=false test=true needs ckpt_path=<checkpoint to evaluate>")
 
+    ckpt_path = _resume_from(cfg) if cfg.train else cfg.ckpt_path
     _prepare_ddp_relaunch(cfg)
     with _job():
         loggers = _instantiate_all(cfg.get("logger"), "logger")
@@ -320,11 +359,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         for lg in loggers:
             lg.log_hyperparams({**container, **params})
         if cfg.train:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            best_score = getattr(trainer.checkpoint_callback, "best_model_score", None)
+            validated = "val/acc" in trainer.callback_metrics or best_score is not None
+            if trainer.limit_val_batches and not validated:
+                log.warning("training ended before its first validation (%d steps, "
+                            "val_check_interval=%s): validating the final weights",
+                            trainer.global_step, cfg.trainer.val_check_interval)
+                trainer.validate(module, datamodule=datamodule)
         if cfg.test:
             best = metrics.metrics.get("best_model_path") or None
-            ckpt_path = best if cfg.train else cfg.ckpt_path
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best if cfg.train else ckpt_path)
         return metrics.metrics
 
 
