@@ -63,7 +63,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import random
 import re
 import shlex
@@ -74,10 +73,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from spectra.analysis.config import compose_train
+from spectra.analysis.machine import describe
+from spectra.training.config_store import group_options
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # lra_data (synthetic reviews) without an installed package
-    sys.path.insert(0, str(REPO))
-CONF = REPO / "conf"
 BASELINE = "softmax"
 SYNTHETIC_TASKS = ("lra_text",)
 MIN_SYNTHETIC_ROWS = 16
@@ -112,42 +115,20 @@ COLUMNS = [
 
 
 # -- presets and arguments -------------------------------------------------------------------------
-def presets(group: str) -> list[str]:
-    """Names of the ``conf/<group>/*.yaml`` presets."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
 def _default_trainer() -> str:
     import torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
 
 
-def config_value(group: str, preset: str, key: str, overrides: list[str]) -> Any:
-    """``<group>.<key>`` as the runs will see it: the last override of it (YAML-parsed), else the
-    value in ``conf/<group>/<preset>.yaml`` or, failing that, in the presets of its defaults
-    list (None if none sets it)."""
-    import yaml
-
-    for item in reversed(overrides):
-        name, sep, value = item.lstrip("+").partition("=")
-        if sep and name == f"{group}.{key}":
-            return yaml.safe_load(value)
-    pending = [preset]
-    while pending:
-        path = CONF / group / f"{pending.pop(0)}.yaml"
-        data = yaml.safe_load(path.read_text()) if path.is_file() else None
-        if not isinstance(data, dict):
-            continue
-        if key in data:
-            return data[key]
-        pending += [d for d in data.get("defaults") or [] if isinstance(d, str) and d != "_self_"]
-    return None
-
-
 def uses_cuda(trainer: str, overrides: list[str]) -> bool:
-    """Whether the runs train on a GPU (the trainer's ``accelerator``, overrides included)."""
-    return config_value("trainer", trainer, "accelerator", overrides) in ("gpu", "cuda")
+    """Whether the runs train on a GPU: the composed ``trainer.accelerator``."""
+    return compose_train([f"trainer={trainer}", *overrides]).trainer.accelerator in ("gpu", "cuda")
+
+
+def task_max_length(task: str, overrides: list[str]) -> int:
+    """The composed ``task.max_length`` of the runs (overrides included)."""
+    return int(compose_train([f"task={task}", *overrides]).task.max_length)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +171,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    available = presets("attention")
+    available = group_options("attention")
     for name in args.attentions:
         if name not in available:
             parser.error(f"unknown attention preset {name!r}; available (conf/attention/*.yaml): "
@@ -198,7 +179,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     duplicates = sorted({n for n in args.attentions if args.attentions.count(n) > 1})
     if duplicates:
         parser.error(f"attention preset(s) given twice: {', '.join(duplicates)}")
-    tasks = presets("task")
+    tasks = group_options("task")
     if args.task not in tasks:
         parser.error(f"unknown task preset {args.task!r}; available (conf/task/*.yaml): "
                      + ", ".join(tasks))
@@ -206,11 +187,14 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"--seconds must be a positive number, got {args.seconds}")
     if args.trainer is None:
         args.trainer = _default_trainer()
-    trainers = [t for t in presets("trainer") if t != "default"]
+    trainers = [t for t in group_options("trainer") if t != "default"]
     if args.trainer not in trainers:
         parser.error(f"unknown trainer preset {args.trainer!r}; available (conf/trainer/*.yaml): "
                      + ", ".join(trainers))
-    args.cuda = uses_cuda(args.trainer, overrides)
+    try:
+        args.cuda = uses_cuda(args.trainer, overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        parser.error(f"the overrides after -- do not compose with train.py's config: {exc}")
     if args.cuda:
         import torch
 
@@ -246,12 +230,6 @@ def hydra_value(value: str | Path) -> str:
     if re.fullmatch(r"[A-Za-z0-9_./-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def task_max_length(task: str, overrides: list[str]) -> int:
-    """``task.max_length`` of the runs (overrides included); 4096 if it is not an integer."""
-    length = config_value("task", task, "max_length", overrides)
-    return length if isinstance(length, int) and not isinstance(length, bool) else 4096
 
 
 def run_overrides(args: argparse.Namespace, attention: str, run_dir: Path, data_dir: Path | None,
@@ -310,49 +288,14 @@ def write_synthetic_imdb(data_dir: Path, rows: int, min_bytes: int, seed: int = 
 
 
 # -- machine --------------------------------------------------------------------------------------
-_PROBE = """
-import json, platform, sys
-import lightning, torch
-info = {"torch": torch.__version__, "cuda": torch.version.cuda,
-        "lightning": lightning.__version__, "python": platform.python_version()}
-if sys.argv[1] == "cuda":
-    props = torch.cuda.get_device_properties(0)
-    info["device"] = torch.cuda.get_device_name(0)
-    info["device_memory_gib"] = round(props.total_memory / 2**30, 1)
-print(json.dumps(info))
-"""
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``) and the number of cores this process may use."""
-    name = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    name = name or platform.processor() or platform.machine() or "unknown CPU"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 0
-    return f"{name} ({cores} cores)"
-
-
 def machine_info(cuda: bool) -> dict[str, Any]:
-    """Versions and the device, probed in a subprocess (so this process holds no CUDA context)."""
-    info: dict[str, Any] = {"cpu": cpu_model()}
-    proc = subprocess.run([sys.executable, "-c", _PROBE, "cuda" if cuda else "cpu"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode == 0:
-        info.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-    else:
-        info["probe_error"] = last_error_line(proc.stderr)
-    info.setdefault("device", info["cpu"] if not cuda else "unknown CUDA device")
-    return info
+    """:func:`spectra.analysis.machine.machine_info`, probed in a subprocess (so this process,
+    which launches the GPU runs, holds no CUDA context)."""
+    cmd = [sys.executable, "-m", "spectra.analysis.machine", *(["--cuda"] if cuda else [])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"machine probe failed: {last_error_line(proc.stderr)}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- one run --------------------------------------------------------------------------------------
@@ -505,20 +448,12 @@ def summary_markdown(args: argparse.Namespace, argv: list[str], extra: list[str]
                      info: dict[str, Any], rows: list[dict[str, Any]], data_note: str,
                      date: str) -> str:
     command = shlex.join(["python", "scripts/throughput.py", *argv])
-    versions = f"torch {info.get('torch', '?')}"
-    if info.get("cuda"):
-        versions += f" (CUDA {info['cuda']})"
-    versions += f", lightning {info.get('lightning', '?')}, Python {info.get('python', '?')}"
-    device = info["device"]
-    if info.get("device_memory_gib"):
-        device += f" ({info['device_memory_gib']} GiB)"
     lines = [
         f"# Training throughput: {' vs '.join(args.attentions)} on {args.task}",
         "",
         f"- command: `{command}`",
         f"- date (UTC): {date}",
-        f"- device: {device}; host CPU: {info['cpu']}",
-        f"- software: {versions}",
+        f"- machine: {describe(info)}",
         f"- protocol: `train.py experiment=lra_paper task={args.task} trainer={args.trainer} "
         f"trainer.precision={args.precision}` (DESIGN.md §5; Skyformer arXiv 2111.00035), "
         f"training only (no validation, test or checkpoints), stopped after {args.seconds:g} s "
@@ -580,14 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         data_note = "the task's default search (task.data_dir, data/, ../shared/data)"
 
     info = machine_info(args.cuda)
-    print(f"device: {info['device']}; torch {info.get('torch', '?')}; trainer={args.trainer} "
+    print(f"device: {info['device']}; torch {info['torch']}; trainer={args.trainer} "
           f"precision={args.precision}; {args.seconds:g} s per run", flush=True)
     rows: list[dict[str, Any]] = []
     for i, attention in enumerate(args.attentions, 1):
         print(f"[{i}/{len(args.attentions)}] {attention}: training for {args.seconds:g} s …",
               flush=True)
         row = run_one(args, attention, data_dir, extra)
-        row.update({"device": info["device"], "torch": info.get("torch", ""),
+        row.update({"device": info["device"], "torch": info["torch"],
                     "task": args.task, "trainer": args.trainer,
                     "peak_mem_kind": "cuda_max_allocated" if args.cuda else "cpu_peak_rss"})
         row.setdefault("precision", args.precision)
