@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from spectra.attention import random_features
+from spectra.attention.base import layer_seed
 from spectra.features.maps.base import ExponentialFeatureMap
 from spectra.features.maps.stats import masked_mean
 from spectra.features.samplers.base import seeded_generator
@@ -578,3 +579,32 @@ def test_bf16_inputs_give_bf16_finite_outputs(name: str) -> None:
     q, k, v = (t.to(torch.bfloat16) for t in _qkv())
     out = _build(name)(q, k, v)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+# -- base contract: seed and layer_index ------------------------------------------------------
+@pytest.mark.parametrize("name", ALL_ATTENTIONS)
+def test_every_attention_takes_seed_and_layer_index(name) -> None:
+    attention = _build(name, seed=7, layer_index=3)
+    assert (attention.seed, attention.layer_index) == (7, 3)
+    assert attention.draw_seed == layer_seed(7, 3)
+    unnumbered = _build(name)
+    assert (unnumbered.seed, unnumbered.layer_index, unnumbered.draw_seed) == (0, None, 0)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"seed": "1"}, {"seed": True}, {"layer_index": -1}, {"layer_index": 1.5}]
+)
+def test_bad_seed_or_layer_index_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match=r"seed must be an int|layer_index must be None or"):
+        _build("softmax", **bad)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in ("bigbird", "informer", "reformer") if n in ALL_ATTENTIONS]
+)
+def test_layer_draws_are_seeded_by_seed_and_layer(name) -> None:
+    """Layer i of seed s draws what an unnumbered module of seed ``layer_seed(s, i)`` draws
+    (the rule the presets' comments state: seed * 1000003 + i)."""
+    q, k, v = _qkv(length=16)
+    layer = _build(name, seed=5, layer_index=2)
+    assert torch.equal(layer(q, k, v), _build(name, seed=5 * 1_000_003 + 2)(q, k, v))

@@ -64,6 +64,9 @@ def test_component_nodes_name_themselves_and_their_options_are_accepted(
         node = OmegaConf.to_container(cfg.attention)
         options = {k: v for k, v in node[part].items() if k != "name"}
         assert node[part]["name"] == name
+        assert not {"dim", "num_features", "seed", "layer_index"} & set(options), (
+            "the attention sets these (base contract), so a node must not list them"
+        )
         check_options(registry.get(name), options, what=f"{group}={name}")
 
 
@@ -165,7 +168,8 @@ def test_paper_protocol_values(hydra_ctx, task) -> None:
     assert (m.embed_dim, m.ffn_dim, m.num_layers, m.num_heads, m.head_dim) == (64, 128, 2, 2, 32)
     assert m.head_hidden_dim == 128  # retrieval MLP 4·64 = 256 → 128 → 2
     assert cfg.attention.num_features == 128 and cfg.attention.head_dim == 32
-    assert cfg.optim.eps == 1e-6
+    assert cfg.optim.eps == 1e-6 and cfg.optim._target_ == "torch.optim.AdamW"
+    assert cfg.scheduler.warmup_steps == 1000 and cfg.scheduler.anneal_strategy == "linear"
     assert cfg.trainer.gradient_clip_val == 1.0 and cfg.trainer.max_steps == 50_000
     length, batch, lr = PAPER_TASKS[task]
     assert (cfg.task.max_length, cfg.task.batch_size, cfg.optim.lr) == (length, batch, lr)
@@ -190,3 +194,21 @@ def test_quickstart_and_debug_presets_compose(hydra_ctx) -> None:
 def test_eval_config_composes(hydra_ctx) -> None:
     cfg = make(["ckpt_path=x.ckpt", "task.data_dir=/data"], name="eval")
     assert cfg.split == "test" and cfg.task.data_dir == "/data"
+
+
+def test_named_random_feature_presets_extend_the_random_features_preset(hydra_ctx) -> None:
+    base = OmegaConf.to_container(make(["attention=random_features"]).attention)
+    for preset in ("favor_plus", "favor_pp", "favor_sharp", "performer_trig", "spectraformer"):
+        node = OmegaConf.to_container(make([f"attention={preset}"]).attention)
+        same = {k: v for k, v in node.items() if k not in ("sampler", "feature_map")}
+        assert same == {k: v for k, v in base.items() if k not in ("sampler", "feature_map")}
+
+
+def test_optim_and_scheduler_are_typed(hydra_ctx) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"optim\.lr=abc"):
+        make(["optim.lr=abc"])
+    with pytest.raises(ConfigCompositionException, match=r"scheduler\.warmup_steps=soon"):
+        make(["scheduler.warmup_steps=soon"])
+    assert make(["optim.lr=0.5"]).optim.lr == 0.5

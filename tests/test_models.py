@@ -16,16 +16,17 @@ from spectra.training.models import (
 
 HEAD_DIM = 8
 
-# Small option sets per registered attention: the ones the attention's constructor accepts.
-_SMALL_OPTIONS = {"num_features": 16, "num_landmarks": 4, "seed": 0}
+# Small, cheap options per attention (others: head_dim and seed only, the base contract).
+_SMALL_OPTIONS = {
+    "random_features": {"num_features": 16},
+    "skyformer": {"num_landmarks": 4},
+    "nystromformer": {"num_landmarks": 4},
+}
 
 
 def small_spec(name: str, **extra):
-    """Spec of ``name`` with head_dim 8 and, where accepted, few features / landmarks."""
-    from spectra.registry import accepted_options
-
-    names, _ = accepted_options(ATTENTIONS.get(name))
-    options = {k: v for k, v in _SMALL_OPTIONS.items() if k in names}
+    """Spec of ``name`` with head_dim 8, seed 0 and few features / landmarks."""
+    options = {"seed": 0, **_SMALL_OPTIONS.get(name, {})}
     return attention_spec({"name": name, "head_dim": HEAD_DIM, **options, **extra})
 
 
@@ -182,3 +183,20 @@ def test_attention_spec_parses_component_nodes() -> None:
         attention_spec({"head_dim": 4})
     with pytest.raises(ValueError, match="head_dim"):
         attention_spec({"name": "softmax"}).head_dim  # noqa: B018
+
+
+def test_every_layer_gets_its_index_and_the_config_seed() -> None:
+    encoder = make_encoder(small_spec("softmax", seed=4), num_layers=3)
+    assert [b.attn.attention.layer_index for b in encoder.blocks] == [0, 1, 2]
+    assert {b.attn.attention.seed for b in encoder.blocks} == {4}
+
+
+def test_learned_sampler_layers_start_from_different_w() -> None:
+    spec = small_spec("random_features", sampler={"name": "learnable"})
+    w = [b.attn.attention.sampler.weight.detach() for b in make_encoder(spec).blocks]
+    assert not torch.equal(w[0], w[1])
+
+
+def test_layer_index_is_not_a_config_option() -> None:
+    with pytest.raises(ValueError, match=r"attention\.layer_index is not a config option"):
+        attention_spec({"name": "softmax", "head_dim": 8, "layer_index": 1})

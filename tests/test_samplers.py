@@ -24,7 +24,7 @@ from spectra.features.samplers import Sampler, seeded_generator
 from spectra.features.samplers.fastfood import draw_fastfood_parts, fastfood_weights
 from spectra.features.samplers.mm import column_blocks, moment_match
 from spectra.features.samplers.sorf import random_signs, sorf_blocks
-from spectra.registry import SAMPLERS, accepted_options
+from spectra.registry import SAMPLERS
 
 try:
     from scipy import stats as scipy_stats
@@ -43,17 +43,11 @@ def build(name: str, m: int, d: int = D, **options: object) -> Sampler:
     return SAMPLERS.build(name, dim=d, num_features=m, **options)
 
 
-def takes_seed(name: str) -> bool:
-    return "seed" in accepted_options(SAMPLERS.get(name))[0]
-
-
 def fresh_draw(name: str, m: int, seed: int, d: int = D, dtype: torch.dtype = F64) -> torch.Tensor:
     """An independent draw for ``seed``: from the generator, or for learned samplers (which
-    ignore the generator) from the construction ``seed``."""
+    ignore the generator) from the construction ``seed`` (every sampler takes one)."""
     sampler = build(name, m, d)
     if sampler.learnable:
-        if not takes_seed(name):
-            pytest.skip(f"learned sampler {name!r} has no seed option")
         sampler = build(name, m, d, seed=seed)
     return sampler.sample(seeded_generator(seed), dtype=dtype).detach()
 
@@ -469,3 +463,25 @@ def test_mm_rejects_single_row() -> None:
         build("mm", 1)
     with pytest.raises(ValueError, match=">= 2"):
         column_blocks(D, 1)
+
+
+# -- base contract: seed and layer_index ------------------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sampler_takes_seed_and_layer_index(name) -> None:
+    sampler = build(name, D, seed=7, layer_index=3)
+    assert (sampler.seed, sampler.layer_index) == (7, 3)
+    assert sampler.sample(seeded_generator(0)).shape == (D, D)
+    assert (build(name, D).seed, build(name, D).layer_index) == (0, None)
+
+
+LEARNED = [n for n in NAMES if build(n, D).learnable]
+
+
+@pytest.mark.parametrize("name", LEARNED)
+def test_learned_samplers_start_from_their_layers_own_w(name) -> None:
+    """Each layer's learned W starts from its own draw (seed, layer), repeatably; an unnumbered
+    sampler starts from ``seed`` itself."""
+    first = [build(name, D, seed=1, layer_index=i).sample().detach() for i in (0, 1)]
+    assert not torch.equal(first[0], first[1])
+    assert torch.equal(build(name, D, seed=1, layer_index=0).sample().detach(), first[0])
+    assert not torch.equal(build(name, D, seed=1).sample().detach(), first[0])

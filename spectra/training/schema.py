@@ -4,7 +4,7 @@ Two layers:
 
 * **Types, at compose time.** :data:`SCHEMAS` are dataclasses stored in Hydra's ``ConfigStore``
   and named first in the defaults list of ``conf/optim/adamw.yaml`` and
-  ``conf/scheduler/one_cycle.yaml``, so ``optim.lr=abc`` or ``+optim.momentum=0.9`` fail while
+  ``conf/scheduler/one_cycle.yaml``, so ``optim.lr=abc`` or ``scheduler.warmup_steps=x`` fail while
   Hydra composes, in a few lines naming the key (``full_key: optim.lr``).
 * **Values, at startup.** :func:`check_run_config` builds, on the CPU and without data, what
   the config describes — the attention (layer 0), the model (with a softmax stand-in
