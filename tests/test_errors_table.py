@@ -270,6 +270,10 @@ TRIGGERS: dict[str, Callable[..., Outcome]] = {
     "E48": _e48,
     "E49": _e49,
     "E50": _e50,
+    "E51": _config("optim.lr=abc"),
+    "E52": _config("trainer=gpu"),
+    "E53": _config("attention.head_dim=64"),
+    "E54": _config("+attention.layer_index=1"),
 }
 NEEDS_CHECKPOINT = {"E39", "E40", "E44"}
 
@@ -297,8 +301,8 @@ def _no_wandb_env(monkeypatch):
 @pytest.mark.parametrize("row_id", sorted(ROWS))
 def test_error_message_of_row(row_id, tmp_path, data_dir, request, capsys, monkeypatch) -> None:
     row = ROWS[row_id]
-    if row_id == "E28" and torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: trainer=ddp is valid here")
+    if row_id in ("E28", "E52") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer=ddp / trainer=gpu is valid here")
     kwargs = {
         "tmp_path": tmp_path,
         "data_dir": data_dir,
