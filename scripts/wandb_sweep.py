@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from spectra.analysis.config import compose_train
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -32,15 +32,9 @@ def _names(text: str | None) -> list[str] | None:
 
 def _sweeper_config(sweeper: str, overrides: list[str]) -> dict:
     """The composed ``hydra.sweeper`` config (``params`` as strings)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from spectra.training.config_store import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[f"hydra/sweeper={sweeper}", *overrides],
-                      return_hydra_config=True)
+    cfg = compose_train([f"hydra/sweeper={sweeper}", *overrides], hydra_config=True)
     out = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     out["params"] = {str(k): str(v) for k, v in (out.get("params") or {}).items()}
     direction = out.get("direction", "maximize")
