@@ -61,6 +61,42 @@ def test_progress_bar_choice() -> None:
     assert isinstance(cb.progress_bar(rich=False, refresh_rate=10), TQDMProgressBar)
 
 
+@pytest.mark.parametrize("rich", [False, True])
+def test_progress_bar_counts_the_runs_steps_across_epochs(rich) -> None:
+    """10 steps over epochs of 4 batches: one bar of total 10 (not 4, nor "Epoch 0/-2")."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    bar = cb.progress_bar(refresh_rate=1, rich=rich)
+    seen: list[tuple[object, float, float, str]] = []
+
+    class Spy(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if rich:
+                task = bar.progress.tasks[bar.train_progress_bar_id]
+                seen.append((task.id, task.total, task.completed, task.description))
+            else:
+                tqdm = bar.train_progress_bar
+                seen.append((id(tqdm), tqdm.total, tqdm.n, tqdm.desc))
+
+    trainer = L.Trainer(
+        max_steps=10, max_epochs=-1, limit_train_batches=4, limit_val_batches=0,
+        callbacks=[bar, Spy()], logger=False, enable_checkpointing=False,
+        enable_model_summary=False, accelerator="cpu",
+    )
+    trainer.fit(BoringModel())
+    assert [(total, done) for _, total, done, _ in seen] == [(10, 4), (10, 8), (10, 10)]
+    assert len({bar_id for bar_id, *_ in seen}) == 1  # one bar, never reset
+    assert [desc.strip().rstrip(":") for *_, desc in seen] == ["Epoch 0", "Epoch 1", "Epoch 2"]
+
+
+def test_speed_estimate_checks_its_options() -> None:
+    with pytest.raises(ValueError, match="SpeedEstimate steps must be an int >= 1, got 0"):
+        cb.SpeedEstimate(steps=0)
+    assert cb.format_duration(59.6) == "1 min 00 s"
+    assert cb.format_duration(3725) == "1 h 02 min" and cb.format_duration(12) == "12 s"
+
+
 @pytest.mark.parametrize(
     ("requested", "total", "expected"),
     [(1000, 5_000, 1000), (1000, 2, 0), (1000, 5, 2), (0, 10, 0), (1, 100, 0), (100, 1500, 100)],

@@ -40,9 +40,15 @@ log = logging.getLogger(__name__)
 
 class _RunSteps:
     """Progress-bar mixin: the training bar counts the run's optimizer steps (``global_step`` of
-    ``Trainer.estimated_stepping_batches``) across epochs, not one epoch's batches."""
+    ``Trainer.estimated_stepping_batches``) across epochs, not one epoch's batches; it is made
+    at the first epoch and only renamed at the next ones (its rate and time left run on)."""
 
     trainer: L.Trainer
+    _bar_made = False
+
+    def on_train_start(self, *args: Any) -> None:
+        super().on_train_start(*args)  # type: ignore[misc]
+        self._bar_made = False
 
     @property
     def total_train_batches(self) -> int | float:
@@ -60,9 +66,24 @@ class _RunSteps:
 class StepTQDMProgressBar(_RunSteps, TQDMProgressBar):
     """``TQDMProgressBar`` whose training bar runs from 0 to the run's last step."""
 
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if not self._bar_made:
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.initial = self.train_progress_bar.n = trainer.global_step
+            self._bar_made = True
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}")
+
 
 class StepRichProgressBar(_RunSteps, RichProgressBar):
     """``RichProgressBar`` whose training bar runs from 0 to the run's last step."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._bar_made and self.progress is not None and self.train_progress_bar_id is not None:
+            description = self._get_train_description(trainer.current_epoch)
+            self.progress.update(self.train_progress_bar_id, description=description)
+            return
+        super().on_train_epoch_start(trainer, pl_module)
+        self._bar_made = True
 
 
 def progress_bar(refresh_rate: int | None = None, rich: bool | None = None) -> Callback:
