@@ -76,3 +76,36 @@ def test_readme_installs_every_plugin_the_tests_collect(pytestconfig):
         assert packages, f"{project} holds no package"
         for package in packages:
             assert importlib.util.find_spec(package) is not None, f"{package} is not installed"
+
+
+def readme_run_commands() -> list[str]:
+    """Every ``python train.py …`` / ``python eval.py …`` line of the README's bash blocks."""
+    text = (ROOT / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines += [line.split("  #")[0].strip() for line in block.splitlines()
+                  if line.strip().startswith(("python train.py", "python eval.py"))]
+    return lines
+
+
+def test_readme_shows_run_commands():
+    assert len(readme_run_commands()) >= 5
+
+
+@pytest.mark.parametrize("command", readme_run_commands())
+def test_readme_run_command_composes(command, compose_config):
+    """Each command's overrides compose (a multirun: its first job) and name registered
+    components — what ``train.py`` checks before it reads any data."""
+    from omegaconf import OmegaConf
+
+    words = shlex.split(re.sub(r"<[a-z_]+>", "placeholder", command))  # outputs/<run>/…
+    name = "eval" if words[1] == "eval.py" else "train"
+    overrides = [w for w in words[2:] if w != "-m"]
+    first_job = [re.sub(r"=([^,\[\]]+),.*$", r"=\1", o) for o in overrides]
+    cfg = compose_config(first_job, name=name)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert container, command
+    if name == "train":
+        from spectra.training.attention import attention_spec
+
+        assert attention_spec(cfg.attention).build(0) is not None

@@ -22,6 +22,10 @@ TINY_MODEL = [
 
 def compose_config(overrides: list[str], out: Path | str = "/tmp/unused",
                    name: str = "train") -> DictConfig:
-    """``conf/<name>.yaml`` composed with ``overrides``; runs write under ``out``."""
+    """``conf/<name>.yaml`` composed with ``overrides``, as ``train.py`` composes it (every
+    registered component and schema in the ConfigStore first); runs write under ``out``."""
+    from spectra.training.config_store import register_configs
+
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(name, overrides=[f"paths.output_dir={out}", *overrides])
