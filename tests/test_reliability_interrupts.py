@@ -119,8 +119,9 @@ def test_ckpt_path_last_from_a_fresh_directory_finds_the_run_or_fails_with_the_c
     assert found.returncode == 0, output[-4000:]
     assert f"resuming the latest run named {name}.s0" in output
     assert str(first / "checkpoints" / "last.ckpt") in output
-    new_dir = next(d for d in runs.iterdir() if d != first)
-    metrics = json.loads((new_dir / "metrics.json").read_text())
+    finished = [d for d in runs.iterdir() if (d / "metrics.json").is_file()]
+    assert len(finished) == 1 and finished[0] != first  # the new directory
+    metrics = json.loads((finished[0] / "metrics.json").read_text())
     assert metrics["global_step"] == 10  # continued from step 3 or 4, not from 0
 
 
