@@ -71,8 +71,8 @@ def kernel_estimate(
 
     ``x`` (…, Lx, d) and ``y`` (…, Ly, d) are already scaled (no d^(-1/4) here). The sampler
     ``sampler`` (built with dim = d, ``num_features`` = m) draws W from ``seeded_generator(seed)``
-    in x's dtype; a sampler whose constructor takes ``seed`` (e.g. a learnable one initialized at
-    construction) also gets it, so different seeds give independent draws. ``options`` are split
+    in x's dtype; the sampler also gets ``seed`` (every sampler takes one; a learnable one
+    initializes from it), so different seeds give independent draws. ``options`` are split
     between the sampler and the feature map by their constructor signatures; an option neither
     accepts raises ``ValueError``; an unknown name raises ``UnknownComponentError``.
     """
@@ -87,9 +87,7 @@ def kernel_estimate(
             f"got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     to_sampler, to_map = split_options(sampler_cls, map_cls, options, what=what)
-    s_names, _ = accepted_options(sampler_cls)
-    if "seed" in s_names and "seed" not in to_sampler:
-        to_sampler["seed"] = seed
+    to_sampler.setdefault("seed", seed)  # every sampler takes seed (the base contract)
     draw = sampler_cls(dim=x.shape[-1], num_features=num_features, **to_sampler).to(x.device)
     fmap = map_cls(**to_map)
     with torch.no_grad():
