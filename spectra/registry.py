@@ -182,7 +182,11 @@ def accepted_options(obj: Callable[..., Any]) -> tuple[set[str], bool]:
 
 
 def check_options(obj: Callable[..., Any], options: dict[str, Any], *, what: str) -> None:
-    """Raise a ``ValueError`` naming any option that ``obj`` does not accept."""
+    """Raise a ``ValueError`` naming any option that ``obj`` does not accept.
+
+    Signatures are read only to reject options with the list of allowed ones, never to decide
+    what to pass: every attention and sampler takes ``seed`` and ``layer_index`` (their base
+    classes' contract), so callers pass them unconditionally."""
     names, var_kw = accepted_options(obj)
     unknown = sorted(set(options) - names)
     if unknown and not var_kw:
