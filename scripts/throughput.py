@@ -13,7 +13,7 @@ Usage::
 
 Each attention preset (``conf/attention/<name>.yaml``) trains in a fresh subprocess of
 ``train.py experiment=lra_paper task=<task> attention=<name> trainer=<trainer>
-trainer.precision=<precision>``: the paper protocol of DESIGN.md §5 (Skyformer's LRA setup,
+trainer.precision=<precision>``: the paper protocol of docs/design.md §5 (Skyformer's LRA setup,
 arXiv 2111.00035; FAVOR# is arXiv 2302.00787), training only — no validation
 (``trainer.limit_val_batches=0``), no test (``test=false``), no checkpoints
 (``trainer.enable_checkpointing=false callbacks.{model,periodic}_checkpoint=null``) — stopped
@@ -455,7 +455,7 @@ def summary_markdown(args: argparse.Namespace, argv: list[str], extra: list[str]
         f"- date (UTC): {date}",
         f"- machine: {describe(info)}",
         f"- protocol: `train.py experiment=lra_paper task={args.task} trainer={args.trainer} "
-        f"trainer.precision={args.precision}` (DESIGN.md §5; Skyformer arXiv 2111.00035), "
+        f"trainer.precision={args.precision}` (docs/design.md §5; Skyformer arXiv 2111.00035), "
         f"training only (no validation, test or checkpoints), stopped after {args.seconds:g} s "
         "of training (`trainer.max_time`)",
         f"- extra overrides: {'`' + ' '.join(extra) + '`' if extra else 'none'}",
