@@ -10,11 +10,11 @@ Locations checked for a data directory ``D`` (first complete set wins): ``D/aan/
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from .errors import MissingDataError, RowPolicy
+from .errors import MissingDataError
 
 FILE_SPLITS = {"train": "train", "val": "eval", "test": "test"}
 COLUMNS = ("label", "id1", "id2", "text1", "text2")
@@ -59,38 +59,29 @@ def _parse_label(raw: bytes) -> int | None:
     return int(value) if value in (0.0, 1.0) else None
 
 
-def read_aan_tsv(path: str | os.PathLike, policy: RowPolicy,
-                 ) -> tuple[list[bytes], list[bytes], np.ndarray, list[tuple[str, str]]]:
-    """``(texts1, texts2, labels, ids)`` of one AAN file; bad rows raise (or count)."""
-    path = Path(path)
-    texts1: list[bytes] = []
-    texts2: list[bytes] = []
-    labels: list[int] = []
-    ids: list[tuple[str, str]] = []
+def aan_rows(path: str) -> Iterator[dict[str, Any]]:
+    """Rows ``{"line", "input_ids", "input_ids2", "label", "problem", "path"}`` of one AAN file
+    (the two texts' UTF-8 bytes); a malformed row is kept as a ``problem``."""
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, 1):
             cols = raw.rstrip(b"\r\n").split(b"\t")
+            problem = None
+            label = _parse_label(cols[0]) if len(cols) == len(COLUMNS) else None
             if len(cols) != len(COLUMNS):
-                policy.bad(path, line_no, f"expected {len(COLUMNS)} tab-separated columns "
-                                          f"({' '.join(COLUMNS)}), found {len(cols)}")
-                continue
-            label = _parse_label(cols[0])
-            if label is None:
-                policy.bad(path, line_no, f"label {cols[0][:20]!r} out of range: allowed 0 "
-                                          "or 1")
-                continue
-            try:
-                id1, id2 = cols[1].decode("utf-8"), cols[2].decode("utf-8")
-                cols[3].decode("utf-8")
-                cols[4].decode("utf-8")
-            except UnicodeDecodeError as exc:
-                policy.bad(path, line_no, f"not valid UTF-8 ({exc.reason})")
-                continue
-            texts1.append(cols[3])
-            texts2.append(cols[4])
-            labels.append(label)
-            ids.append((id1, id2))
-    return texts1, texts2, np.asarray(labels, dtype=np.int64), ids
+                problem = (f"expected {len(COLUMNS)} tab-separated columns "
+                           f"({' '.join(COLUMNS)}), found {len(cols)}")
+            elif label is None:
+                problem = f"label {cols[0][:20]!r} out of range: allowed 0 or 1"
+            else:
+                try:
+                    for col in cols[1:]:
+                        col.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    problem = f"not valid UTF-8 ({exc.reason})"
+            good = problem is None
+            yield {"line": line_no, "input_ids": cols[3] if good else b"",
+                   "input_ids2": cols[4] if good else b"", "label": label if good else -1,
+                   "problem": problem, "path": None}
 
 
 def write_aan_tsv(path: str | os.PathLike,

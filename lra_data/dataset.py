@@ -1,17 +1,20 @@
-"""``torch.utils.data.Dataset`` over pre-encoded ragged id arrays.
+"""``torch.utils.data.Dataset`` over encoded Arrow columns.
 
-Every task stores its sequences as one flat ``uint8`` array plus row offsets (already cut to
-``max_length``) and the untruncated lengths; an item is a slice, converted to ``int64`` and
-shifted (byte-level text: id = byte + 1). No parsing happens per item, so data-loader workers
-only copy slices.
+Every task stores a sequence as one binary value per row (ids are bytes: byte-level text is the
+UTF-8 text itself, pixels are grey levels, ListOps ids are < 16) in an Arrow column, usually a
+memory-mapped ``datasets`` table (:mod:`lra_data.arrow`); an item is that value cut to
+``max_length``, converted to ``int64`` and shifted (byte-level text: id = byte + 1). No parsing
+happens per item, so data-loader workers only copy slices.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
@@ -20,74 +23,53 @@ PERCENTILES = (0, 5, 25, 50, 75, 95, 100)
 
 @dataclass
 class Ragged:
-    """Sequences ``data[offsets[i]:offsets[i+1]] + shift`` with untruncated ``lengths``."""
+    """Sequences: the bytes of ``column[rows[i]]`` (all rows when ``rows`` is None), cut to
+    ``limit`` and shifted by ``shift``; ``lengths`` are the untruncated lengths."""
 
-    data: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
+    column: pa.ChunkedArray | pa.Array
+    rows: np.ndarray | None = None
     shift: int = 0
+    limit: int | None = None
+    lengths: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        full = pc.binary_length(self.column).to_numpy(zero_copy_only=False).astype(np.int64)
+        self.lengths = full if self.rows is None else full[self.rows]
 
     def __len__(self) -> int:
-        return int(self.offsets.shape[0]) - 1
+        return int(self.lengths.shape[0])
 
     def ids(self, i: int) -> torch.Tensor:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        out = torch.from_numpy(np.array(self.data[a:b], dtype=np.int64))
+        j = i if self.rows is None else int(self.rows[i])
+        data = np.frombuffer(self.column[j].as_buffer(), dtype=np.uint8)[: self.limit]
+        out = torch.from_numpy(data.astype(np.int64))
         if self.shift:
             out += self.shift
         return out
 
     def take(self, index: np.ndarray) -> Ragged:
-        """A new ``Ragged`` with rows ``index`` (copied)."""
+        """The rows ``index`` (no copy of the data)."""
         index = np.asarray(index, dtype=np.int64)
-        starts, stops = self.offsets[index], self.offsets[index + 1]
-        sizes = stops - starts
-        new_off = np.zeros(index.size + 1, dtype=np.int64)
-        np.cumsum(sizes, out=new_off[1:])
-        data = np.empty(int(new_off[-1]), dtype=self.data.dtype)
-        for j, (a, b) in enumerate(zip(starts.tolist(), stops.tolist())):
-            data[new_off[j] : new_off[j + 1]] = self.data[a:b]
-        return Ragged(data, new_off, np.asarray(self.lengths)[index], self.shift)
+        rows = index if self.rows is None else self.rows[index]
+        return replace(self, rows=rows)
+
+    def cut(self, max_length: int) -> Ragged:
+        """Every row cut to at most ``max_length`` ids (the full lengths are kept)."""
+        return replace(self, limit=max_length)
 
 
-def ragged_from_chunks(chunks: list[bytes] | list[np.ndarray], max_length: int,
-                       shift: int = 0) -> Ragged:
-    """Build a ``Ragged`` from per-row byte strings/arrays, cutting each to ``max_length``."""
-    lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
-    kept = np.minimum(lengths, max_length)
-    offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum(kept, out=offsets[1:])
-    data = np.empty(int(offsets[-1]), dtype=np.uint8)
-    for i, c in enumerate(chunks):
-        n = int(kept[i])
-        if n:
-            buf = np.frombuffer(c, dtype=np.uint8) if isinstance(c, bytes | bytearray) else c
-            data[offsets[i] : offsets[i] + n] = buf[:n]
-    return Ragged(data, offsets, lengths, shift)
+def ragged_from_bytes(chunks: list[bytes], shift: int = 0) -> Ragged:
+    """A ``Ragged`` over in-memory byte strings."""
+    return Ragged(pa.array(chunks, type=pa.binary()), shift=shift)
 
 
 def ragged_from_rows(rows: np.ndarray, shift: int = 0) -> Ragged:
-    """A ``Ragged`` over the rows of a 2-D array of equal-length sequences (no copy: a view of
-    a memory-mapped array stays memory-mapped), e.g. flattened images."""
-    rows = np.asarray(rows) if not isinstance(rows, np.ndarray) else rows
+    """A ``Ragged`` over the rows of an array of equal-length ``uint8`` sequences (no copy: a
+    memory-mapped array stays memory-mapped), e.g. flattened images."""
+    rows = np.ascontiguousarray(rows, dtype=np.uint8)
     n, length = rows.shape[0], int(np.prod(rows.shape[1:], dtype=np.int64))
-    data = rows.reshape(-1) if n else np.zeros(0, dtype=np.uint8)
-    offsets = np.arange(n + 1, dtype=np.int64) * length
-    return Ragged(data, offsets, np.full(n, length, dtype=np.int64), shift)
-
-
-def cut_ragged(r: Ragged, max_length: int) -> Ragged:
-    """Cut every row of ``r`` to at most ``max_length`` tokens (keeps the full lengths)."""
-    sizes = np.diff(r.offsets)
-    if sizes.size == 0 or int(sizes.max()) <= max_length:
-        return r
-    kept = np.minimum(sizes, max_length)
-    new_off = np.zeros(sizes.size + 1, dtype=np.int64)
-    np.cumsum(kept, out=new_off[1:])
-    data = np.empty(int(new_off[-1]), dtype=r.data.dtype)
-    for j, (a, n) in enumerate(zip(r.offsets[:-1].tolist(), kept.tolist())):
-        data[new_off[j] : new_off[j] + n] = r.data[a : a + n]
-    return Ragged(data, new_off, r.lengths, r.shift)
+    column = pa.Array.from_buffers(pa.binary(length), n, [None, pa.py_buffer(rows.reshape(-1))])
+    return Ragged(column, shift=shift)
 
 
 def length_summary(lengths: np.ndarray) -> dict[str, float]:
@@ -117,7 +99,7 @@ class LRADataset(Dataset):
                 raise ValueError(f"{len(seq)} sequences for {n} labels")
         self.task = task
         self.split = split
-        self.sequences = [cut_ragged(s, max_length) for s in sequences]
+        self.sequences = [s.cut(max_length) for s in sequences]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.max_length = int(max_length)
         self.num_classes = num_classes

@@ -21,8 +21,10 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,86 +88,83 @@ def corrupt_gzip(path: Path, exc: BaseException) -> LRADataError:
     )
 
 
-def read_jsonl_gz(path: str | os.PathLike, policy: RowPolicy,
-                  num_classes: int = 2) -> tuple[list[bytes], np.ndarray]:
-    """UTF-8 bytes of every review and the labels; bad rows raise (or count, ``policy.skip``)."""
-    path = Path(path)
-    texts: list[bytes] = []
-    labels: list[int] = []
+def _row(line: int, text: bytes, label: int, problem: str | None = None,
+         path: str | None = None) -> dict[str, Any]:
+    good = problem is None
+    return {"line": line, "input_ids": text if good else b"", "label": label if good else -1,
+            "problem": problem, "path": path}
+
+
+def jsonl_rows(path: str, num_classes: int = 2) -> Iterator[dict[str, Any]]:
+    """Rows ``{"line", "input_ids" (UTF-8 bytes), "label", "problem", "path"}`` of a gzip JSON
+    lines file; a malformed row is kept as a ``problem``, a damaged gzip file raises."""
     try:
         with gzip.open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    policy.bad(path, line_no, f"not valid UTF-8 ({exc.reason} at byte "
-                                              f"{exc.start})")
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    policy.bad(path, line_no, f"not a JSON object ({exc.msg})")
-                    continue
-                if not isinstance(row, dict) or "text" not in row or "label" not in row:
-                    policy.bad(path, line_no, "expected a JSON object with keys 'text' and "
-                                              "'label'")
-                    continue
-                text, label = row["text"], row["label"]
-                if not isinstance(text, str):
-                    policy.bad(path, line_no, f"'text' must be a string, got "
-                                              f"{type(text).__name__}")
-                    continue
-                if isinstance(label, bool) or not isinstance(label, int) or not (
-                        0 <= label < num_classes):
-                    policy.bad(path, line_no, f"label {label!r} out of range: allowed "
-                                              f"0..{num_classes - 1}")
-                    continue
-                try:
-                    data = text.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    policy.bad(path, line_no, f"text is not valid Unicode ({exc.reason})")
-                    continue
-                texts.append(data)
-                labels.append(label)
+                yield _jsonl_row(line_no, raw, num_classes)
     except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise corrupt_gzip(path, exc) from None
-    return texts, np.asarray(labels, dtype=np.int64)
+        raise corrupt_gzip(Path(path), exc) from None
 
 
-def read_aclimdb(split_dir: str | os.PathLike,
-                 policy: RowPolicy) -> tuple[list[bytes], np.ndarray]:
-    """Reviews of one aclImdb split directory (``neg/`` then ``pos/``, files sorted by name)."""
-    split_dir = Path(split_dir)
-    texts: list[bytes] = []
-    labels: list[int] = []
+def _jsonl_row(line_no: int, raw: bytes, num_classes: int) -> dict[str, Any]:
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return _row(line_no, b"", 0, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    except json.JSONDecodeError as exc:
+        return _row(line_no, b"", 0, f"not a JSON object ({exc.msg})")
+    if not isinstance(row, dict) or "text" not in row or "label" not in row:
+        return _row(line_no, b"", 0, "expected a JSON object with keys 'text' and 'label'")
+    text, label = row["text"], row["label"]
+    if not isinstance(text, str):
+        return _row(line_no, b"", 0, f"'text' must be a string, got {type(text).__name__}")
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        return _row(line_no, b"", 0, f"label {label!r} out of range: allowed "
+                                     f"0..{num_classes - 1}")
+    try:
+        return _row(line_no, text.encode("utf-8"), label)
+    except UnicodeEncodeError as exc:
+        return _row(line_no, b"", 0, f"text is not valid Unicode ({exc.reason})")
+
+
+def aclimdb_rows(split_dir: str) -> Iterator[dict[str, Any]]:
+    """Rows of one aclImdb split directory (``neg/`` then ``pos/``, files sorted by name)."""
+    index = 0
     for name, label in LABEL_DIRS:
-        for path in sorted((split_dir / name).glob("*.txt")):
+        for path in sorted((Path(split_dir) / name).glob("*.txt")):
+            index += 1
             data = path.read_bytes()
             try:
                 data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                policy.bad(path, 1, f"not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                yield _row(1, b"", 0, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                           str(path))
                 continue
-            texts.append(data)
-            labels.append(label)
-    return texts, np.asarray(labels, dtype=np.int64)
+            yield _row(index, data, label)
 
 
-def read_source_split(source: ImdbSource, split: str,
-                      policy: RowPolicy) -> tuple[list[bytes], np.ndarray]:
-    """Reviews of source split ``train`` or ``test``."""
-    if source.kind == "jsonl":
-        return read_jsonl_gz(source.files[split], policy)
-    return read_aclimdb(source.files[split], policy)
+def source_rows(kind: str, path: str) -> Iterator[dict[str, Any]]:
+    """Rows of a source split: ``kind`` "jsonl" (a file) or "aclimdb" (a directory)."""
+    return jsonl_rows(path) if kind == "jsonl" else aclimdb_rows(path)
 
 
-def text_digests(data: np.ndarray, offsets: np.ndarray) -> list[bytes]:
-    """128-bit BLAKE2b digest of every row (used to keep duplicate texts together)."""
-    view = memoryview(np.ascontiguousarray(data))
-    return [hashlib.blake2b(view[int(offsets[i]): int(offsets[i + 1])],
-                            digest_size=16).digest() for i in range(offsets.size - 1)]
+def read_source_split(source: ImdbSource, split: str) -> tuple[list[bytes], list[int]]:
+    """Reviews and labels of source split ``train`` or ``test``; the first bad row raises."""
+    texts, labels = [], []
+    for row in source_rows(source.kind, str(source.files[split])):
+        if row["problem"] is not None:
+            RowPolicy().bad(row["path"] or source.files[split], row["line"], row["problem"])
+        texts.append(row["input_ids"])
+        labels.append(row["label"])
+    return texts, labels
+
+
+def text_digests(texts: Any, rows: np.ndarray) -> list[bytes]:
+    """128-bit BLAKE2b digest of the bytes of ``texts[i]`` (an Arrow binary column) for each
+    row ``i`` (used to keep duplicate texts together)."""
+    return [hashlib.blake2b(texts[int(i)].as_buffer(), digest_size=16).digest() for i in rows]
 
 
 def held_out_split(digests: list[bytes], labels: np.ndarray, val_fraction: float,

@@ -7,13 +7,12 @@ maps the rest through the fixed vocabulary and checks that ``[OP``/``]`` are bal
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from .dataset import Ragged
-from .errors import LRADataError, RowPolicy
+from .errors import LRADataError
 from .listops import CLOSE, END_ID, NUM_CLASSES, OPEN, OPERATOR_IDS, TOKEN_TO_ID
 
 HEADER_FIELDS = ("Source", "Target")
@@ -125,22 +124,10 @@ def _parse_label(raw: bytes) -> int | None:
     return value if value < NUM_CLASSES else None
 
 
-def read_listops_tsv(path: str | os.PathLike, max_length: int, policy: RowPolicy,
-                     close_bracket: bool = True) -> tuple[Ragged, np.ndarray]:
-    """Read one ``basic_*.tsv`` file: ids cut to ``max_length`` (full lengths kept) and labels.
-
-    ``close_bracket=False`` drops the ``]`` tokens before cutting, as LRA's original TF
-    pipeline did (its alphanumeric tokenizer dropped brackets; the Skyformer/Spectraformer
-    reference code reads that pipeline's output): same ids, no id 15.
-
-    Raises :class:`BadRowError` naming the file and line for a missing header, a wrong
-    column count, a label outside 0..9, non-UTF-8 text, an unknown token or unbalanced
-    brackets (or counts them with ``policy.skip``).
-    """
-    path = Path(path)
-    data_parts: list[np.ndarray] = []
-    length_parts: list[np.ndarray] = []
-    label_parts: list[np.ndarray] = []
+def listops_rows(path: str, close_bracket: bool = True) -> Iterator[dict[str, Any]]:
+    """Rows of one ``basic_*.tsv`` file: ``{"line", "source", "label", "problem", "path"}``, a
+    row with a wrong column count or a label outside 0..9 as a ``problem`` (the ids come from
+    :func:`tokenize_batch`). A missing header raises :class:`LRADataError`."""
     with open(path, "rb") as f:
         header = f.readline()
         fields = tuple(header.rstrip(b"\r\n").decode("utf-8", "replace").split("\t"))
@@ -149,54 +136,35 @@ def read_listops_tsv(path: str | os.PathLike, max_length: int, policy: RowPolicy
                 f"{path}, line 1: expected the header 'Source<TAB>Target' of an LRA ListOps "
                 f"file, found {header[:60]!r}"
             )
-        line_no = 1
-        while True:
-            lines = f.readlines(_BLOCK_BYTES)
-            if not lines:
-                break
-            sources: list[bytes] = []
-            labels: list[int] = []
-            line_of: list[int] = []
-            for raw in lines:
-                line_no += 1
-                line = raw.rstrip(b"\r\n")
-                cols = line.split(b"\t")
-                if len(cols) != 2:
-                    policy.bad(path, line_no, f"expected 2 tab-separated columns (Source, "
-                                              f"Target), found {len(cols)}")
-                    continue
-                label = _parse_label(cols[1])
-                if label is None:
-                    policy.bad(path, line_no, f"label {cols[1][:20]!r} is not an integer in "
-                                              f"0..{NUM_CLASSES - 1}")
-                    continue
-                sources.append(cols[0])
-                labels.append(label)
-                line_of.append(line_no)
-            ids, counts, problems = tokenize_sources(sources)
-            if not close_bracket and ids.size:
-                keep = ids != END_ID
-                rows = np.repeat(np.arange(counts.size), counts)
-                counts = np.bincount(rows[keep], minlength=counts.size)
-                ids = ids[keep]
-            good = np.ones(len(sources), dtype=bool)
-            for r in sorted(problems):
-                policy.bad(path, line_of[r], problems[r])
-                good[r] = False
-            counts = counts[good]
-            offsets = np.zeros(counts.size + 1, dtype=np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            if counts.size and int(counts.max()) > max_length:
-                kept = np.minimum(counts, max_length)
-                ids = ids[np.repeat(offsets[:-1], kept) + (
-                    np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept))]
-            data_parts.append(ids)
-            length_parts.append(counts)
-            label_parts.append(np.asarray(labels, dtype=np.int64)[good])
-    lengths = np.concatenate(length_parts) if length_parts else np.empty(0, np.int64)
-    kept = np.minimum(lengths, max_length)
-    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(kept, out=offsets[1:])
-    data = np.concatenate(data_parts) if data_parts else np.empty(0, np.uint8)
-    labels_arr = np.concatenate(label_parts) if label_parts else np.empty(0, np.int64)
-    return Ragged(data, offsets, lengths, 0), labels_arr
+        for line_no, raw in enumerate(f, 2):
+            cols = raw.rstrip(b"\r\n").split(b"\t")
+            problem = None
+            label = _parse_label(cols[1]) if len(cols) == 2 else None
+            if len(cols) != 2:
+                problem = (f"expected 2 tab-separated columns (Source, Target), found "
+                           f"{len(cols)}")
+            elif label is None:
+                problem = f"label {cols[1][:20]!r} is not an integer in 0..{NUM_CLASSES - 1}"
+            yield {"line": line_no, "source": cols[0] if problem is None else b"",
+                   "label": -1 if label is None else label, "problem": problem, "path": None}
+
+
+def tokenize_batch(batch: dict[str, list], close_bracket: bool = True) -> dict[str, list]:
+    """``Dataset.map`` step: the ids of a batch of sources as ``input_ids`` bytes (rows with a
+    problem, or with a bad token or unbalanced brackets, get a ``problem`` and no ids);
+    ``close_bracket=False`` drops the ``]`` tokens (LRA's original TF pipeline: its alphanumeric
+    tokenizer dropped brackets; the Skyformer/Spectraformer reference code reads its output)."""
+    sources, problem = batch["source"], list(batch["problem"])
+    ids, counts, problems = tokenize_sources(sources)
+    if not close_bracket and ids.size:
+        keep = ids != END_ID
+        rows = np.repeat(np.arange(counts.size), counts)
+        counts = np.bincount(rows[keep], minlength=counts.size)
+        ids = ids[keep]
+    for r, text in problems.items():
+        problem[r] = problem[r] or text
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    data = ids.tobytes()
+    return {"input_ids": [data[offsets[i]: offsets[i + 1]] for i in range(counts.size)],
+            "problem": problem}

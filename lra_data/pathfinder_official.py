@@ -22,6 +22,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,46 +134,56 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(img, dtype=np.uint8)
 
 
-def read_official(files: _Files, policy: RowPolicy) -> tuple[np.ndarray, np.ndarray, int]:
+def official_rows(source: _Files) -> Iterator[dict[str, Any]]:
+    """Rows ``{"line", "input_ids" (1,024 grey levels), "label", "problem", "path"}``, one per
+    metadata line; an empty PNG of the release is a row without ids (skipped by the reader and
+    counted in ``empty_images``), a malformed line, a missing or undecodable PNG or a label
+    other than 0/1 a ``problem`` naming the metadata file and line."""
+    for name, text in source.metadata():
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                pixels, label, problem = _official_image(source, line.split())
+                yield {"line": line_no, "input_ids": pixels, "label": label,
+                       "problem": problem, "path": name}
+
+
+def _official_image(files: _Files, parts: list[str]) -> tuple[bytes, int, str | None]:
+    if len(parts) < 4:
+        return b"", -1, (f"expected at least 4 space-separated fields (folder, file, index, "
+                         f"label), got {len(parts)}")
+    if parts[3] not in ("0", "1"):
+        return b"", -1, f"label must be 0 or 1, got {parts[3]!r}"
+    relpath = f"{parts[0]}/{parts[1]}"
+    data = files.image(relpath)
+    if data is None:
+        return b"", -1, f"image {relpath} not found"
+    if len(data) == 0:
+        return b"", int(parts[3]), None
+    try:
+        img = decode_png(data)
+    except Exception as exc:  # PIL raises several types for a bad file
+        return b"", -1, f"image {relpath} is not a readable PNG ({exc})"
+    if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        return b"", -1, (f"image {relpath} is {img.shape[1]}×{img.shape[0]}, expected "
+                         f"{IMAGE_SIZE}×{IMAGE_SIZE}")
+    return img.tobytes(), int(parts[3]), None
+
+
+def read_official(files: _Files) -> tuple[np.ndarray, np.ndarray, int]:
     """All images (N, 32, 32) ``uint8``, labels (N,) ``int8`` and the number of empty PNGs
-    skipped. A malformed metadata line, a missing or undecodable PNG or a label other than 0/1
-    raises :class:`~lra_data.errors.BadRowError` naming the metadata file and line (or is
-    counted, ``policy.skip``)."""
-    images: list[np.ndarray] = []
+    skipped; the first bad row raises :class:`~lra_data.errors.BadRowError`."""
+    images: list[bytes] = []
     labels: list[int] = []
     empty = 0
-    for name, text in files.metadata():
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) < 4:
-                policy.bad(name, line_no, f"expected at least 4 space-separated fields "
-                                          f"(folder, file, index, label), got {len(parts)}")
-                continue
-            if parts[3] not in ("0", "1"):
-                policy.bad(name, line_no, f"label must be 0 or 1, got {parts[3]!r}")
-                continue
-            relpath = f"{parts[0]}/{parts[1]}"
-            data = files.image(relpath)
-            if data is None:
-                policy.bad(name, line_no, f"image {relpath} not found")
-                continue
-            if len(data) == 0:
-                empty += 1
-                continue
-            try:
-                img = decode_png(data)
-            except Exception as exc:  # PIL raises several types for a bad file
-                policy.bad(name, line_no, f"image {relpath} is not a readable PNG ({exc})")
-                continue
-            if img.shape != (IMAGE_SIZE, IMAGE_SIZE):
-                policy.bad(name, line_no, f"image {relpath} is {img.shape[1]}×{img.shape[0]}, "
-                                          f"expected {IMAGE_SIZE}×{IMAGE_SIZE}")
-                continue
-            images.append(img)
-            labels.append(int(parts[3]))
-    out = (np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
+    for row in official_rows(files):
+        if row["problem"] is not None:
+            RowPolicy().bad(row["path"], row["line"], row["problem"])
+        if not row["input_ids"]:
+            empty += 1
+            continue
+        images.append(row["input_ids"])
+        labels.append(row["label"])
+    out = np.frombuffer(b"".join(images), dtype=np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
     return out, np.asarray(labels, dtype=np.int8), empty
 
 

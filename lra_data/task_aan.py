@@ -8,17 +8,19 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datasets import Value
+
 from . import synthetic
-from .aan import HOW_TO_OBTAIN, file_name, find_aan, read_aan_tsv, write_aan_tsv
+from .aan import HOW_TO_OBTAIN, aan_rows, file_name, find_aan, write_aan_tsv
+from .arrow import apply_policy, encoded
 from .byte_codec import VOCAB_SIZE
-from .cache import cached
-from .dataset import LRADataset, Ragged, ragged_from_chunks
-from .errors import RowPolicy
+from .dataset import LRADataset, Ragged
 from .official import copy_official
 from .registry import TaskData, TaskSpec, register
 
 READER_VERSION = 1
 SUBDIRS = ("aan", "lra_release/tsv_data", "tsv_data", ".")
+FEATURES = {"input_ids": Value("binary"), "input_ids2": Value("binary"), "label": Value("int64")}
 
 
 class AANTask(TaskData):
@@ -35,25 +37,13 @@ class AANTask(TaskData):
     def load(self, split: str, data_dir: Path, max_length: int, skip_bad_rows: bool,
              **options: Any) -> LRADataset:
         path = find_aan(data_dir, split, self.spec.name)
-        policy = RowPolicy(skip=skip_bad_rows)
-
-        def build() -> tuple[dict, dict]:
-            t1, t2, labels, _ = read_aan_tsv(path, policy)
-            r1 = ragged_from_chunks(t1, max_length)
-            r2 = ragged_from_chunks(t2, max_length)
-            return ({"data1": r1.data, "offsets1": r1.offsets, "lengths1": r1.lengths,
-                     "data2": r2.data, "offsets2": r2.offsets, "lengths2": r2.lengths,
-                     "labels": labels},
-                    {"skipped": policy.skipped, "examples": policy.examples})
-
-        arrays, meta = cached("aan", READER_VERSION, [path],
-                              {"max_length": max_length, "skip": skip_bad_rows}, build,
-                              options["cache_dir"])
-        RowPolicy(True, meta["skipped"], meta["examples"]).warn_if_skipped(str(path))
-        seqs = [Ragged(arrays[f"data{k}"], arrays[f"offsets{k}"], arrays[f"lengths{k}"], 1)
-                for k in (1, 2)]
-        return LRADataset(self.spec.name, split, seqs, arrays["labels"], max_length,
-                          num_classes=2, skipped_rows=meta["skipped"], source=str(path))
+        ds = encoded("aan", READER_VERSION, [path], {}, aan_rows, FEATURES,
+                     options["cache_dir"], path=str(path))
+        rows, skipped = apply_policy(ds, str(path), skip_bad_rows)
+        seqs = [Ragged(ds.data.column(name), rows, shift=1)
+                for name in ("input_ids", "input_ids2")]
+        return LRADataset(self.spec.name, split, seqs, ds.data.column("label").to_numpy()[rows],
+                          max_length, num_classes=2, skipped_rows=skipped, source=str(path))
 
     def prepare(self, out_dir: Path, seed: int, progress: bool, **options: Any) -> Path:
         source = options["source"]

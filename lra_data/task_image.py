@@ -14,15 +14,17 @@ Where the batches are looked for under a data directory ``D`` (first hit wins):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from datasets import Value
 from tqdm.auto import tqdm
 
-from .cache import cached
+from .arrow import encoded
 from .cifar import FILES, TEST_FILE, TRAIN_FILES, read_batch, write_batches
-from .dataset import LRADataset, ragged_from_rows
+from .dataset import LRADataset, Ragged
 from .errors import MissingDataError
 from .official import copy_official
 from .registry import TaskData, TaskSpec, register
@@ -31,6 +33,7 @@ READER_VERSION = 1
 OUR_DIR = "cifar10"
 SUBDIRS = (OUR_DIR, f"{OUR_DIR}/cifar-10-batches-py", "cifar-10-batches-py", ".")
 VAL_FRACTION = 0.1
+FEATURES = {"input_ids": Value("binary"), "label": Value("int64")}
 HOW_TO_OBTAIN = (
     "download the CIFAR-10 python version cifar-10-python.tar.gz "
     "(https://www.cs.toronto.edu/~kriz/cifar.html) and run `python -m lra_data prepare "
@@ -50,6 +53,15 @@ def find_cifar(data_dir: Path, task: str = "lra_image") -> Path:
         if all((folder / name).is_file() for name in FILES):
             return folder
     raise MissingDataError(task, looked, HOW_TO_OBTAIN)
+
+
+def cifar_rows(paths: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows ``{"input_ids": 1,024 grey levels, "label"}`` of the batch files, in order."""
+    for name in paths:
+        pixels, labels = read_batch(name)
+        for i in range(len(labels)):
+            yield {"input_ids": pixels[i].tobytes(), "label": int(labels[i]), "line": i + 1,
+                   "problem": None, "path": None}
 
 
 def val_size(n_train: int) -> int:
@@ -76,13 +88,9 @@ class ImageTask(TaskData):
         names = (TEST_FILE,) if split == "test" else TRAIN_FILES
         files = [folder / name for name in names]
 
-        def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-            parts = [read_batch(f) for f in files]
-            return ({"pixels": np.concatenate([p for p, _ in parts]),
-                     "labels": np.concatenate([y for _, y in parts])}, {})
-
-        arrays, _ = cached("cifar10", READER_VERSION, files, {}, build, options["cache_dir"])
-        pixels, labels = arrays["pixels"], np.asarray(arrays["labels"])
+        ds = encoded("cifar10", READER_VERSION, files, {}, cifar_rows, FEATURES,
+                     options["cache_dir"], paths=[str(f) for f in files])
+        pixels, labels = ds.data.column("input_ids"), ds.data.column("label").to_numpy()
         n = len(labels)
         if split == "test":
             rows = slice(0, n)
@@ -90,8 +98,9 @@ class ImageTask(TaskData):
             cut = n - val_size(n)
             rows = slice(0, cut) if split == "train" else slice(cut, n)
         info = {"source_rows": int(n), "source_split": "test" if split == "test" else "train"}
-        return LRADataset(self.spec.name, split, [ragged_from_rows(pixels[rows], shift=1)],
-                          labels[rows], max_length, num_classes=10,
+        index = np.arange(n)[rows]
+        return LRADataset(self.spec.name, split, [Ragged(pixels, index, shift=1)],
+                          labels[index], max_length, num_classes=10,
                           source=str(folder / names[0]), info=info)
 
     def prepare(self, out_dir: Path, seed: int, progress: bool, **options: Any) -> Path:

@@ -7,14 +7,15 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datasets import Value
 from tqdm.auto import tqdm
 
-from .cache import cached
+from .arrow import apply_policy, encoded, map_cached
 from .dataset import LRADataset, Ragged
-from .errors import MissingDataError, RowPolicy
+from .errors import MissingDataError
 from .listops import NUM_CLASSES, VOCAB_SIZE
 from .listops_generate import ListOpsParams, write_listops
-from .listops_io import read_listops_tsv
+from .listops_io import listops_rows, tokenize_batch
 from .official import copy_official
 from .registry import TaskData, TaskSpec, register
 
@@ -29,6 +30,7 @@ HOW_TO_OBTAIN = (
     "lra_data prepare lra_listops --source lra_release.gz --out DATA_DIR`."
 )
 _PARAM_NAMES = tuple(f.name for f in fields(ListOpsParams))
+RAW_FEATURES = {"source": Value("binary"), "label": Value("int64")}
 
 
 def find_listops(data_dir: Path, split: str, task: str = "lra_listops") -> Path:
@@ -52,7 +54,7 @@ class ListOpsTask(TaskData):
         ),
     )
     #: ``close_bracket=False``: drop the ``]`` tokens (LRA's original tokenization; see
-    #: :func:`lra_data.listops_io.read_listops_tsv`).
+    #: :func:`lra_data.listops_io.tokenize_batch`).
     load_options: ClassVar[dict[str, Any]] = {"cache_dir": None, "close_bracket": True}
     prepare_options: ClassVar[dict[str, Any]] = {
         **{f.name: f.default for f in fields(ListOpsParams)},
@@ -62,24 +64,15 @@ class ListOpsTask(TaskData):
     def load(self, split: str, data_dir: Path, max_length: int, skip_bad_rows: bool,
              **options: Any) -> LRADataset:
         path = find_listops(data_dir, split)
-        policy = RowPolicy(skip=skip_bad_rows)
-
         close_bracket = bool(options["close_bracket"])
-
-        def build() -> tuple[dict, dict]:
-            ragged, labels = read_listops_tsv(path, max_length, policy, close_bracket)
-            return ({"data": ragged.data, "offsets": ragged.offsets, "lengths": ragged.lengths,
-                     "labels": labels},
-                    {"skipped": policy.skipped, "examples": policy.examples})
-
-        arrays, meta = cached("listops", READER_VERSION, [path],
-                              {"max_length": max_length, "skip": skip_bad_rows,
-                               **({} if close_bracket else {"close_bracket": False})}, build,
-                              options["cache_dir"])
-        RowPolicy(True, meta["skipped"], meta["examples"]).warn_if_skipped(str(path))
-        ragged = Ragged(arrays["data"], arrays["offsets"], arrays["lengths"], 0)
-        return LRADataset(self.spec.name, split, [ragged], arrays["labels"], max_length,
-                          num_classes=NUM_CLASSES, skipped_rows=meta["skipped"],
+        raw = encoded("listops", READER_VERSION, [path], {}, listops_rows, RAW_FEATURES,
+                      options["cache_dir"], path=str(path))
+        ds = map_cached(raw, tokenize_batch, fn_kwargs={"close_bracket": close_bracket},
+                        batch_size=4096, remove_columns=["source"])
+        rows, skipped = apply_policy(ds, str(path), skip_bad_rows)
+        labels = ds.data.column("label").to_numpy()[rows]
+        return LRADataset(self.spec.name, split, [Ragged(ds.data.column("input_ids"), rows)],
+                          labels, max_length, num_classes=NUM_CLASSES, skipped_rows=skipped,
                           source=str(path),
                           info={} if close_bracket else {"close_bracket": False})
 

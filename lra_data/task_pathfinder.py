@@ -20,15 +20,18 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow.compute as pc
+from datasets import Value
 from tqdm.auto import tqdm
 
-from .cache import cached
-from .dataset import LRADataset, ragged_from_rows
-from .errors import MissingDataError, RowPolicy
+from .arrow import apply_policy, encoded
+from .dataset import LRADataset, Ragged, ragged_from_rows
+from .errors import MissingDataError
 from .pathfinder_generate import PathfinderParams, split_file, write_pathfinder
 from .pathfinder_official import (
     DEFAULT_DIFFICULTY,
     DIFFICULTIES,
+    official_rows,
     official_subdirs,
     open_source,
     read_official,
@@ -49,6 +52,7 @@ HOW_TO_OBTAIN = (
     "run `python -m lra_data prepare lra_pathfinder --source lra_release.gz --out DATA_DIR`."
 )
 _PARAM_NAMES = tuple(f.name for f in fields(PathfinderParams))
+FEATURES = {"input_ids": Value("binary"), "label": Value("int64")}
 
 
 def _our_files(root: Path) -> dict[str, tuple[Path, Path]]:
@@ -100,30 +104,28 @@ class PathfinderTask(TaskData):
         found = open_source(data_dir, difficulty) if data_dir.is_dir() else None
         if found is not None:
             files, where = found
-            arrays, meta = self._official_arrays(files, Path(where), skip_bad_rows,
-                                                 options["cache_dir"])
-            rows = split_indices(len(arrays["labels"]), int(options["split_seed"]))[split]
+            images, labels, skipped, empty = self._official(files, Path(where), skip_bad_rows,
+                                                            options["cache_dir"])
+            rows = split_indices(len(labels), int(options["split_seed"]))[split]
             info = {"source_kind": "official", "difficulty": difficulty,
-                    "split_seed": int(options["split_seed"]), "empty_images": meta["empty"],
-                    "source_rows": len(arrays["labels"])}
-            return self._dataset(split, np.asarray(arrays["images"])[rows],
-                                 np.asarray(arrays["labels"])[rows], max_length,
-                                 meta["skipped"], where, info)
+                    "split_seed": int(options["split_seed"]), "empty_images": empty,
+                    "source_rows": len(labels)}
+            return LRADataset(self.spec.name, split, [images.take(rows)],
+                              labels[rows].astype(np.int64), max_length, num_classes=2,
+                              skipped_rows=skipped, source=where, info=info)
         raise MissingDataError(self.spec.name, looked, HOW_TO_OBTAIN)
 
-    def _official_arrays(self, files: Any, where: Path, skip_bad_rows: bool,
-                         cache_dir: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        policy = RowPolicy(skip=skip_bad_rows)
-
-        def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-            images, labels, empty = read_official(files, policy)
-            return ({"images": images, "labels": labels},
-                    {"skipped": policy.skipped, "examples": policy.examples, "empty": empty})
-
-        arrays, meta = cached("pathfinder-official", READER_VERSION, [where / "metadata"],
-                              {"skip": skip_bad_rows}, build, cache_dir)
-        RowPolicy(True, meta["skipped"], meta["examples"]).warn_if_skipped(str(where))
-        return arrays, meta
+    def _official(self, files: Any, where: Path, skip_bad_rows: bool,
+                  cache_dir: Any) -> tuple[Ragged, np.ndarray, int, int]:
+        """``(images, labels, skipped, empty)`` of the release (an Arrow dataset, cached)."""
+        ds = encoded("pathfinder-official", READER_VERSION, [where / "metadata"], {},
+                     official_rows, FEATURES, cache_dir, source=files)
+        good, skipped = apply_policy(ds, str(where), skip_bad_rows)
+        pixels = ds.data.column("input_ids")
+        lengths = pc.binary_length(pixels).to_numpy(zero_copy_only=False)[good]
+        rows = good[lengths > 0]
+        return (Ragged(pixels, rows, shift=1), ds.data.column("label").to_numpy()[rows],
+                skipped, int((lengths == 0).sum()))
 
     def _dataset(self, split: str, images: np.ndarray, labels: np.ndarray, max_length: int,
                  skipped: int, source: str, info: dict[str, Any]) -> LRADataset:
@@ -167,7 +169,7 @@ class PathfinderTask(TaskData):
         files, where = found
         if progress:
             print(f"reading the official release at {where} …")
-        images, labels, empty = read_official(files, RowPolicy())
+        images, labels, empty = read_official(files)
         split_seed = int(options["split_seed"])
         target.mkdir(parents=True, exist_ok=True)
         summary: dict[str, Any] = {

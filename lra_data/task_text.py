@@ -19,24 +19,26 @@ import math
 import os
 import random
 import shutil
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from datasets import Value
 from tqdm.auto import tqdm
 
 from . import synthetic
+from .arrow import apply_policy, encoded
 from .byte_codec import VOCAB_SIZE
-from .cache import cached
-from .dataset import LRADataset, Ragged, ragged_from_chunks
-from .errors import MissingDataError, RowPolicy
+from .dataset import LRADataset, Ragged, ragged_from_bytes
+from .errors import MissingDataError
 from .imdb import (
     HOW_TO_OBTAIN,
     ImdbSource,
     find_imdb,
     held_out_split,
     read_source_split,
+    source_rows,
     text_digests,
 )
 from .imdb_retrieval import build_pairs
@@ -47,35 +49,44 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMDB = REPO_ROOT.parent / "shared" / "data" / "imdb"
 
 
-def _imdb_arrays(source: ImdbSource, src_split: str, skip: bool,
-                 cache_dir: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Untruncated bytes/offsets/labels of one source split (cached)."""
-    policy = RowPolicy(skip=skip)
+FEATURES = {"input_ids": Value("binary"), "label": Value("int64")}
 
-    def build() -> tuple[dict, dict]:
-        texts, labels = read_source_split(source, src_split, policy)
-        ragged = ragged_from_chunks(texts, max_length=max((len(t) for t in texts), default=0))
-        return ({"data": ragged.data, "offsets": ragged.offsets, "labels": labels},
-                {"skipped": policy.skipped, "examples": policy.examples})
 
+@dataclass
+class Reviews:
+    """The good rows of one source split: texts (an Arrow binary column), labels, and the
+    malformed rows skipped."""
+
+    texts: Ragged
+    labels: np.ndarray
+    skipped: int
+
+
+def _reviews(source: ImdbSource, src_split: str, skip: bool, cache_dir: Any) -> Reviews:
+    """One source split as an Arrow dataset (cached), bad-row policy applied."""
     path = source.files[src_split]
-    arrays, meta = cached(f"imdb-{source.kind}", READER_VERSION, [path], {"skip": skip}, build,
-                          cache_dir)
-    RowPolicy(True, meta["skipped"], meta["examples"]).warn_if_skipped(str(path))
-    return arrays, meta
+    ds = encoded(f"imdb-{source.kind}", READER_VERSION, [path], {}, source_rows, FEATURES,
+                 cache_dir, kind=source.kind, path=str(path))
+    rows, skipped = apply_policy(ds, str(path), skip)
+    return Reviews(Ragged(ds.data.column("input_ids"), rows, shift=1),
+                   ds.data.column("label").to_numpy()[rows], skipped)
 
 
-def _split_rows(arrays: dict[str, np.ndarray], split: str, val_fraction: float,
+def _split_rows(reviews: Reviews, split: str, val_fraction: float,
                 split_seed: int) -> np.ndarray:
     """Row indices of ``train``/``val`` within the source train split."""
-    digests = text_digests(arrays["data"], arrays["offsets"])
-    train_idx, val_idx = held_out_split(digests, arrays["labels"], val_fraction, split_seed)
+    digests = _digests(reviews)
+    train_idx, val_idx = held_out_split(digests, reviews.labels, val_fraction, split_seed)
     return train_idx if split == "train" else val_idx
 
 
-def _texts(arrays: dict[str, np.ndarray], rows: np.ndarray) -> list[bytes]:
-    data, off = arrays["data"], arrays["offsets"]
-    return [data[off[i]: off[i + 1]].tobytes() for i in rows]
+def _digests(reviews: Reviews) -> list[bytes]:
+    return text_digests(reviews.texts.column, reviews.texts.rows)
+
+
+def _texts(reviews: Reviews, rows: np.ndarray) -> list[bytes]:
+    texts = reviews.texts
+    return [texts.column[int(texts.rows[i])].as_py() for i in rows]
 
 
 class TextTask(TaskData):
@@ -94,19 +105,17 @@ class TextTask(TaskData):
              **options: Any) -> LRADataset:
         source = find_imdb(data_dir, self.spec.name)
         src_split = "test" if split == "test" else "train"
-        arrays, meta = _imdb_arrays(source, src_split, skip_bad_rows, options["cache_dir"])
-        offsets = np.asarray(arrays["offsets"])
-        full = Ragged(arrays["data"], offsets, np.diff(offsets), 1)
-        n_source = len(full)
+        reviews = _reviews(source, src_split, skip_bad_rows, options["cache_dir"])
+        n_source = len(reviews.labels)
         if split == "test":
             rows = np.arange(n_source)
         else:
-            rows = _split_rows(arrays, split, options["val_fraction"], options["split_seed"])
+            rows = _split_rows(reviews, split, options["val_fraction"], options["split_seed"])
         info = {"source_split": src_split, "source_rows": n_source,
                 "val_fraction": options["val_fraction"], "split_seed": options["split_seed"]}
-        return LRADataset(self.spec.name, split, [full.take(rows)],
-                          np.asarray(arrays["labels"])[rows], max_length, num_classes=2,
-                          skipped_rows=meta["skipped"], source=str(source.files[src_split]),
+        return LRADataset(self.spec.name, split, [reviews.texts.take(rows)],
+                          reviews.labels[rows], max_length, num_classes=2,
+                          skipped_rows=reviews.skipped, source=str(source.files[src_split]),
                           info=info)
 
     def prepare(self, out_dir: Path, seed: int, progress: bool, **options: Any) -> Path:
@@ -135,59 +144,33 @@ class ImdbRetrievalTask(TaskData):
     def load(self, split: str, data_dir: Path, max_length: int, skip_bad_rows: bool,
              **options: Any) -> LRADataset:
         source = find_imdb(data_dir, self.spec.name)
-        src_split = "test" if split == "test" else "train"
-        files = [source.files["train"], source.files[src_split]]
-        params = {"split": split, "max_length": max_length, "skip": skip_bad_rows,
-                  **{k: options[k] for k in ("val_fraction", "split_seed", "pair_seed")}}
-        def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-            with warnings.catch_warnings():  # warned once below, also on a cache hit
-                warnings.simplefilter("ignore", UserWarning)
-                return self._build(source, split, max_length, skip_bad_rows, options)
-
-        arrays, info = cached("imdb_retrieval", READER_VERSION, files, params, build,
-                              options["cache_dir"])
-        seqs = [Ragged(arrays[f"data{k}"], arrays[f"offsets{k}"], arrays[f"lengths{k}"], 1)
-                for k in (1, 2)]
-        skipped = info.pop("skipped")
-        if skipped:
-            warnings.warn(f"{self.spec.name}: skipped {skipped} malformed row(s) of the IMDB "
-                          "source (skip_bad_rows=True)", stacklevel=3)
-        return LRADataset(self.spec.name, split, seqs, arrays["labels"], max_length,
-                          num_classes=2, skipped_rows=skipped,
-                          source=str(source.files[src_split]), info=info)
-
-    def _build(self, source: ImdbSource, split: str, max_length: int, skip_bad_rows: bool,
-               options: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        train_arrays, train_meta = _imdb_arrays(source, "train", skip_bad_rows,
-                                                options["cache_dir"])
-        train_digests = text_digests(train_arrays["data"], train_arrays["offsets"])
-        skipped = train_meta["skipped"]
-        excluded = 0
+        train = _reviews(source, "train", skip_bad_rows, options["cache_dir"])
+        train_digests = _digests(train)
+        skipped, excluded = train.skipped, 0
         if split == "test":
-            arrays, meta = _imdb_arrays(source, "test", skip_bad_rows, options["cache_dir"])
-            skipped += meta["skipped"]
-            digests = text_digests(arrays["data"], arrays["offsets"])
+            reviews = _reviews(source, "test", skip_bad_rows, options["cache_dir"])
+            skipped += reviews.skipped
+            digests = _digests(reviews)
             seen = set(train_digests)
             keep = np.array([d not in seen for d in digests], dtype=bool)
             rows = np.flatnonzero(keep)
             excluded = int((~keep).sum())
         else:
-            arrays, digests = train_arrays, train_digests
-            rows = _split_rows(arrays, split, options["val_fraction"], options["split_seed"])
-        pairs = build_pairs(_texts(arrays, rows), np.asarray(arrays["labels"])[rows],
+            reviews, digests = train, train_digests
+            rows = _split_rows(train, split, options["val_fraction"], options["split_seed"])
+        pairs = build_pairs(_texts(reviews, rows), reviews.labels[rows],
                             [digests[i] for i in rows], options["pair_seed"],
                             stream=SPLITS.index(split))
-        first = ragged_from_chunks(pairs.first, max_length)
-        second = ragged_from_chunks(pairs.second, max_length)
-        out = {"data1": first.data, "offsets1": first.offsets, "lengths1": first.lengths,
-               "data2": second.data, "offsets2": second.offsets, "lengths2": second.lengths,
-               "labels": pairs.labels}
         info = {"substitute_for": "lra_retrieval (AAN) -- NOT AAN results",
                 "reviews": int(rows.size), "duplicates_dropped": pairs.duplicates_dropped,
                 "test_reviews_also_in_train_excluded": excluded,
                 "pair_seed": options["pair_seed"], "val_fraction": options["val_fraction"],
-                "split_seed": options["split_seed"], "skipped": skipped}
-        return out, info
+                "split_seed": options["split_seed"]}
+        src_split = "test" if split == "test" else "train"
+        return LRADataset(self.spec.name, split,
+                          [ragged_from_bytes(pairs.first, 1), ragged_from_bytes(pairs.second, 1)],
+                          pairs.labels, max_length, num_classes=2, skipped_rows=skipped,
+                          source=str(source.files[src_split]), info=info)
 
     def prepare(self, out_dir: Path, seed: int, progress: bool, **options: Any) -> Path:
         prepare_imdb(out_dir, options["source"], link=options["link"], progress=progress)
@@ -248,12 +231,12 @@ def prepare_imdb(out_dir: Path, source: str | os.PathLike | None, *, link: bool 
             else:
                 shutil.copyfile(path, dest)
         else:
-            texts, labels = read_source_split(found, split, RowPolicy())
+            texts, labels = read_source_split(found, split)
             write_jsonl_gz(dest, [(t.decode("utf-8"), int(y)) for t, y in zip(texts, labels)])
         bar.update(1)
     bar.close()
     for split in ("train", "test"):  # validate what we wrote (raises on a bad row)
-        read_source_split(find_imdb(out_dir), split, RowPolicy())
+        read_source_split(find_imdb(out_dir), split)
     return out_dir
 
 

@@ -14,7 +14,6 @@ import torch
 from torch.utils.data import DataLoader
 
 import lra_data
-import lra_data.cache
 from lra_data.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,23 +114,30 @@ def test_collator_shapes_masks_and_padding():
         lra_data.Collator()([])
 
 
-def test_cache_is_reused_and_invalidated(tmp_path, monkeypatch):
-    monkeypatch.setattr(lra_data.cache, "MIN_CACHED_BYTES", 0)
+def _arrow_files(cache: Path, name: str) -> list[Path]:
+    return sorted(cache.glob(f"generator/default-fingerprint={name}-*/**/*.arrow"))
+
+
+def test_cache_is_arrow_reused_and_invalidated(tmp_path):
+    cache = tmp_path / "cache"
     root = lra_data.write_fixture("lra_listops", tmp_path / "d", rows_per_split=8)
-    lra_data.build_dataset("lra_listops", "train", root)
-    entries = sorted((tmp_path / "cache").glob("listops-*"))
-    assert len(entries) == 1 and (entries[0] / "meta.json").is_file()
+    first = lra_data.build_dataset("lra_listops", "train", root)
+    files = _arrow_files(cache, "listops")
+    assert any(f.name.startswith("cache-") for f in files)  # the Dataset.map step (tokenize)
+    stamps = [f.stat().st_mtime_ns for f in files]
     ds = lra_data.build_dataset("lra_listops", "train", root)
-    assert len(sorted((tmp_path / "cache").glob("listops-*"))) == 1 and len(ds) == 8
+    assert _arrow_files(cache, "listops") == files  # reused, nothing rewritten
+    assert [f.stat().st_mtime_ns for f in files] == stamps and len(ds) == 8
+    assert [ds[i]["input_ids"].tolist() for i in range(8)] == [
+        first[i]["input_ids"].tolist() for i in range(8)]
     path = root / "listops" / "basic_train.tsv"
     lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:5]) + "\n")  # changed file: re-encoded
+    path.write_text("\n".join(lines[:5]) + "\n")  # changed file: read again
     assert len(lra_data.build_dataset("lra_listops", "train", root)) == 4
-    assert len(sorted((tmp_path / "cache").glob("listops-*"))) == 2
+    assert len(_arrow_files(cache, "listops")) > len(files)
+    before = sorted(cache.rglob("*"))
     assert len(lra_data.build_dataset("lra_listops", "train", root, cache_dir=False)) == 4
-    monkeypatch.setattr(lra_data.cache, "MIN_CACHED_BYTES", 1 << 20)  # small: not cached
-    lra_data.build_dataset("lra_text", "train", lra_data.write_fixture("lra_text", root))
-    assert not list((tmp_path / "cache").glob("imdb-*"))
+    assert sorted(cache.rglob("*")) == before  # in memory: nothing written
 
 
 def test_dataloader_with_two_workers(tmp_path):
