@@ -132,3 +132,10 @@ def test_one_cycle_caps_the_warmup() -> None:
         schedule.step()
     # warm-up capped at half the run: 5 steps, peak at step 5 - 1 (OneCycleLR's phase end)
     assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 4
+
+
+def test_task_and_seed_problems_are_reported_under_their_keys() -> None:
+    problems = dict(config_problems(compose_config(["task.name=lra_nope", "seed=abc"])))
+    assert set(problems) == {"seed", "task"}  # the model check waits for a known task
+    assert "unknown task 'lra_nope'" in str(problems["task"])
+    assert "seed must be an int" in str(problems["seed"])

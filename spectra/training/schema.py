@@ -7,13 +7,14 @@ Two layers:
   ``conf/scheduler/one_cycle.yaml``, so ``optim.lr=abc`` or ``scheduler.warmup_steps=x`` fail while
   Hydra composes, in a few lines naming the key (``full_key: optim.lr``).
 * **Values, at startup.** :func:`check_run_config` builds, on the CPU and without data, what
-  the config describes — the attention (layer 0), the model (with a softmax stand-in
-  attention), the optimizer over a stand-in parameter, the schedule over a stand-in optimizer —
-  and checks that the Trainer's accelerator exists here. :func:`validate_or_exit` runs it first
-  thing in a run: on the command line (Hydra's single-run mode) a bad value prints ``invalid
-  run config`` and one line per problem, naming the config key and what is allowed, and exits
-  with status 2 — no traceback unless ``HYDRA_FULL_ERROR=1``. Elsewhere (tests, multirun jobs,
-  the Python API) the first problem is raised as the component raised it.
+  the config describes — the data module (which loads nothing), the attention (layer 0), the
+  model (with a softmax stand-in attention), the optimizer over a stand-in parameter, the
+  schedule over a stand-in optimizer — and checks that the Trainer's accelerator exists here.
+  :func:`validate_or_exit` runs it first thing in a run: on the command line (Hydra's
+  single-run mode) a bad value prints ``invalid run config`` and one line per problem, naming
+  the config key and what is allowed, and exits with status 2 — no traceback unless
+  ``HYDRA_FULL_ERROR=1``. Elsewhere (tests, multirun jobs, the Python API) the first problem is
+  raised as the component raised it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from spectra.checks import seed_and_layer
 
 __all__ = [
     "SCHEMAS",
@@ -84,9 +87,24 @@ def _check_attention(cfg: Mapping[str, Any]) -> None:
     attention_spec(cfg["attention"]).validate()
 
 
+def _check_seed(cfg: Mapping[str, Any]) -> None:
+    seed_and_layer(cfg.get("seed"), None)
+
+
+def _check_task(cfg: Mapping[str, Any]) -> None:
+    from spectra.training.data import datamodule_for
+
+    datamodule_for(cfg["task"])  # checks the task name and options; loads nothing
+
+
 def _check_model(cfg: Mapping[str, Any]) -> None:
+    from spectra.training.data import task_spec
     from spectra.training.module import build_model
 
+    try:
+        task_spec(cfg["task"]["name"])
+    except (KeyError, TypeError, ValueError):
+        return  # reported under "task"; the model's sizes depend on the task
     stand_in = {"name": "softmax", "head_dim": cfg["attention"].get("head_dim")}
     build_model({**cfg, "attention": stand_in}, max_positions=8)
 
@@ -120,6 +138,8 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
 
 
 CHECKS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
+    ("seed", _check_seed),
+    ("task", _check_task),
     ("attention", _check_attention),
     ("model", _check_model),
     ("optim", _stand_in_optimizer),
