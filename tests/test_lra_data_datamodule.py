@@ -4,7 +4,6 @@ null, and ``task.prepare`` then writes into the first of them."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import lra_data
-from spectra.training.data import datamodule_for, find_data, log
+from spectra.training.data import datamodule_for, find_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"num_train": 16, "num_val": 4, "num_test": 4, "min_length": 10, "max_length": 40,
@@ -78,18 +77,6 @@ def test_explicit_existing_dir_is_the_only_place(data_dir, tmp_path):
         find_data("lra_listops", empty, [str(data_dir)])  # search_dirs ignored
     assert str(data_dir) not in str(info.value)
     assert str(empty / "listops" / "basic_train.tsv") in str(info.value)
-
-
-def test_search_fallback_warning_lists_where_it_looked(data_dir, tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(log, "disabled", False)
-    monkeypatch.setattr(log, "propagate", True)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
-        found, _ = find_data("lra_listops", None, [str(empty), str(data_dir)])
-    assert found == data_dir.resolve()
-    assert f"- {empty / 'listops' / 'basic_train.tsv'}" in caplog.text  # not an empty list
-    assert "Looked for:\n  - " in caplog.text
 
 
 def test_cli_explicit_missing_data_dir_exits_fast_with_a_short_message(tmp_path):

@@ -321,7 +321,8 @@ def test_plugin_config_naming_an_unregistered_component_fails_with_valid_names(
     group = tmp_path / "plugin_conf" / "attention" / "sampler"
     group.mkdir(parents=True)
     (group / "ghost.yaml").write_text("name: ghost_sampler\n")
-    missing = tmp_path / "no-data"
+    missing = tmp_path / "no-data"  # exists, holds nothing: loading would raise
+    missing.mkdir()
     cfg = compose_config([f"hydra.searchpath=[file://{tmp_path / 'plugin_conf'}]",
                     "attention=spectraformer", "attention/sampler=ghost", "debug=fdr",
                     f"task.data_dir={missing}", "task.prepare=null"])
@@ -332,7 +333,7 @@ def test_plugin_config_naming_an_unregistered_component_fails_with_valid_names(
     assert "unknown sampler 'ghost_sampler'" in message
     for name in SAMPLERS.names():
         assert name in message
-    assert not missing.exists()
+    assert not any(missing.iterdir())
 
 
 FAST = [*TINY_MODEL, "attention.num_features=16", "task.pad_to=longest", "task.batch_size=8",

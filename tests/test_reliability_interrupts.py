@@ -16,27 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TINY_MODEL, compose_config
+from tiny import TINY_RUN, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = [
-    "task=lra_listops",
-    "attention=favor_plus",
-    "attention.num_features=16",
-    *TINY_MODEL,
-    "task.pad_to=longest",
-    "task.batch_size=4",
-    "trainer.max_steps=10",
-    "trainer.val_check_interval=100",
-    "trainer.check_val_every_n_epoch=null",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
-    "num_threads=1",
-]
+RUN = [*TINY_RUN, "num_threads=1"]
 
 
 def _cli(args: list[str]) -> subprocess.CompletedProcess:

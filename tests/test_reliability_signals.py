@@ -12,29 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from tiny import TINY_MODEL
+from tiny import TINY_RUN
 
 import lra_data
 from spectra.training.signals import GracefulShutdown, TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = [
-    "task=lra_listops",
-    "attention=favor_plus",
-    "attention.num_features=16",
-    *TINY_MODEL,
-    "task.pad_to=longest",
-    "task.batch_size=4",
-    "trainer.max_steps=10",
-    "trainer.val_check_interval=100",
-    "trainer.check_val_every_n_epoch=null",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_model_summary=false",
-    "callbacks.progress_bar.refresh_rate=0",
-]
+RUN = TINY_RUN
 
 
 def _fault(sig: str, step: int) -> list[str]:

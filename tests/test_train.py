@@ -158,9 +158,8 @@ def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path)
 
 
 def test_bad_names_fail_before_data_loading(tmp_path) -> None:
-    missing = (
-        tmp_path / "no-data-here"
-    )  # if data loading started, this would raise MissingDataError
+    missing = tmp_path / "no-data-here"  # exists, holds nothing: loading would raise
+    missing.mkdir()  # MissingDataError (an explicit task.data_dir that does not exist is one)
     common = ["debug=fdr", f"task.data_dir={missing}", "task.prepare=null", *FAST]
     with pytest.raises(UnknownComponentError) as err:
         run_train([*common, "attention=favor_plus", "attention.sampler.name=orthogonl"], tmp_path)
@@ -171,7 +170,7 @@ def test_bad_names_fail_before_data_loading(tmp_path) -> None:
         run_train([*common, "attention=softmax", "attention.name=softmx"], tmp_path)
     with pytest.raises(ValueError, match="known tasks"):
         run_train([*common, "attention=softmax", "task.name=lra_nope"], tmp_path)
-    assert not missing.exists()
+    assert not any(missing.iterdir())
 
 
 def test_missing_data_error_says_where_it_looked(tmp_path) -> None:
@@ -206,6 +205,8 @@ def test_falling_back_to_a_search_dir_is_logged(data_dir, tmp_path, caplog, monk
         found, _ = find_data("lra_listops", None, [str(empty), str(data_dir)])
     assert found == data_dir.resolve()
     assert "using" in caplog.text and str(empty) in caplog.text and str(data_dir) in caplog.text
+    assert f"- {empty / 'listops' / 'basic_train.tsv'}" in caplog.text  # not an empty list
+    assert "Looked for:\n  - " in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="spectra.training.data"):
         find_data("lra_listops", None, [str(data_dir), str(empty)])

@@ -19,6 +19,26 @@ TINY_MODEL = [
     "model.head_hidden_dim=16",
 ]
 
+# A whole tiny training run on the generated ListOps fixture (task.data_dir=… to add): 10 steps
+# of batch 4, one validation batch at the end, logs every step, no progress bar.
+TINY_RUN = [
+    "task=lra_listops",
+    "attention=favor_plus",
+    "attention.num_features=16",
+    *TINY_MODEL,
+    "task.pad_to=longest",
+    "task.batch_size=4",
+    "trainer.max_steps=10",
+    "trainer.val_check_interval=100",
+    "trainer.check_val_every_n_epoch=null",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
 
 def compose_config(overrides: list[str], out: Path | str = "/tmp/unused",
                    name: str = "train") -> DictConfig:

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from spectra import strict_json
+from spectra.checks import positive_int, seed_and_layer
 from spectra.training.attention import attention_spec
 from spectra.training.callbacks import FeatureSyncCheck, peak_memory_mb, reset_peak_memory
 from spectra.training.checkpointing import load_checkpoint_file, with_atomic_checkpoint_io
@@ -91,11 +92,9 @@ def _one_console_handler() -> None:
 
 
 def _set_threads(num_threads: Any) -> None:
-    if num_threads is None:
-        return
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer or null, got {num_threads!r}")
-    torch.set_num_threads(num_threads)
+    """``torch.set_num_threads(num_threads)``; null keeps torch's default."""
+    if num_threads is not None:
+        torch.set_num_threads(positive_int(num_threads, "num_threads"))
 
 
 # -- building blocks -----------------------------------------------------------------------------
@@ -158,14 +157,6 @@ def _resume_from(cfg: DictConfig) -> str | None:
         f"{f'in {roots}' if roots else '(no Hydra run directories to search)'}. Resume a run "
         f"from its own directory: {command}; or leave out ckpt_path to start afresh"
     )
-
-
-def _seed(cfg: DictConfig) -> int:
-    """``cfg.seed`` as an int; anything else is a clear ``ValueError``."""
-    seed = cfg.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return seed
 
 
 def _trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[Callback]) -> L.Trainer:
@@ -326,7 +317,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     _set_threads(cfg.get("num_threads"))
     protocol_changes = apply_protocol(cfg)  # recipe keys -> task/model edits (checked here)
     _fill_run_identity(cfg)
-    L.seed_everything(_seed(cfg), workers=True)
+    L.seed_everything(seed_and_layer(cfg.get("seed"), None)[0], workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     log.info("run %s\n%s", cfg.run_name, OmegaConf.to_yaml(container))
@@ -389,7 +380,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if split not in runners:
         raise ValueError(f"split must be one of {', '.join(runners)}, got {split!r}")
 
-    L.seed_everything(_seed(cfg), workers=True)
+    L.seed_everything(seed_and_layer(cfg.get("seed"), None)[0], workers=True)
     module = load_checkpoint_file(path, LRAModule.load_from_checkpoint, map_location="cpu")
     run_cfg = dict(module.cfg)
     task_cfg = dict(run_cfg["task"])
