@@ -15,7 +15,8 @@ import lra_data
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "throughput.py"
-TINY = [*TINY_MODEL, "task.max_length=64", "task.batch_size=4"]
+TINY = [*TINY_MODEL, "task.max_length=64", "task.batch_size=4",
+        "trainer.log_every_n_steps=1"]  # a step time from the first steps, even on a busy machine
 
 
 @pytest.fixture(scope="module")
