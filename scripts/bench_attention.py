@@ -327,9 +327,6 @@ def write_outputs(
         "|---|---:|",
     ]
     lines += [f"| {m} | {_fmt(exponents[m], '.2f', '')} |" for m in methods]
-    lines += ["", *targets(results, exponents, lengths)]
-    if meta.get("device") == "cuda":
-        lines += ["", *gpu_targets(results, lengths)]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
@@ -339,66 +336,6 @@ def _peak_what(device: str) -> str:
     if device == "cuda":
         return "torch.cuda.max_memory_allocated above the allocation before the first call"
     return "peak RSS above the RSS before the first full-size call"
-
-
-def targets(results: dict, exponents: dict, lengths: list[int], at: int = 16384) -> list[str]:
-    """The issue's targets at L = ``at`` (fwd+bwd) with measured values and pass/fail."""
-    if at not in lengths:
-        return [f"Targets: not evaluated (L = {at} not in this run)."]
-    posrf = results.get((f"{RF}:posrf", at), {})
-    saderf = results.get((f"{RF}:saderf", at), {})
-    vs_sdpa = _ratio(results.get((BASELINE, at)), posrf, "fwd_bwd_s")
-    vs_perf = _ratio(results.get((PERFORMER, at)), posrf, "fwd_bwd_s")
-    sade = _ratio(saderf, posrf, "fwd_bwd_s")  # saderf time / posrf time
-    exp = exponents.get(f"{RF}:posrf")
-
-    def row(what: str, value: float | None, ok: bool | None, spec: str = ".2f") -> str:
-        verdict = "n/a" if ok is None else ("pass" if ok else "FAIL")
-        return f"| {what} | {_fmt(value, spec, '')} | {verdict} |"
-
-    return [
-        f"Targets (L = {at}, fwd+bwd, posrf = random_features posrf + orthogonal):",
-        "",
-        "| target | measured | result |",
-        "|---|---:|---|",
-        row("posrf ≥ 10× faster than SDPA", vs_sdpa, None if vs_sdpa is None else vs_sdpa >= 10),
-        row(
-            "posrf ≥ 2× faster than performer-pytorch",
-            vs_perf,
-            None if vs_perf is None else vs_perf >= 2,
-        ),
-        row("saderf time ≤ 1.5 × posrf time", sade, None if sade is None else sade <= 1.5),
-        row("posrf peak-memory exponent ≤ 1.1", exp, None if exp is None else exp <= 1.1),
-    ]
-
-
-def gpu_targets(results: dict, lengths: list[int]) -> list[str]:
-    """The issue's GPU targets: favor_sharp (saderf + orthogonal) faster than (flash) SDPA at
-    every L ≥ 8192, and ≥ 3× faster at L = 32768 (fwd+bwd)."""
-    sharp = f"{RF}:saderf"
-    ratios = {
-        n: _ratio(results.get((BASELINE, n)), results.get((sharp, n), {}), "fwd_bwd_s")
-        for n in lengths
-        if n >= 8192
-    }
-    measured = {n: r for n, r in ratios.items() if r is not None}
-    worst = min(measured.values()) if measured else None
-    at_32k = ratios.get(32768)
-
-    def verdict(ok: bool | None) -> str:
-        return "n/a" if ok is None else ("pass" if ok else "FAIL")
-
-    every = None if worst is None else worst > 1
-    return [
-        "GPU targets (fwd+bwd, favor_sharp = random_features saderf + orthogonal, vs SDPA):",
-        "",
-        "| target | measured (SDPA time / saderf time) | result |",
-        "|---|---:|---|",
-        f"| faster than SDPA at every L ≥ 8192 (L measured: {sorted(measured)}) "
-        f"| {_fmt(worst)} (worst) | {verdict(every)} |",
-        f"| ≥ 3× faster than SDPA at L = 32768 | {_fmt(at_32k)} "
-        f"| {verdict(None if at_32k is None else at_32k >= 3)} |",
-    ]
 
 
 def _plots(out: Path, results: dict, methods: list[str], lengths: list[int]) -> None:
