@@ -127,6 +127,19 @@ def _with_val_file(content: Callable[[str], str]) -> Callable[..., Outcome]:
     return trigger
 
 
+def _e55(tmp_path: Path, **_: object) -> Outcome:
+    from lra_data.task_text import write_jsonl_gz
+
+    for split in ("train", "test"):
+        write_jsonl_gz(tmp_path / "imdb" / f"{split}.jsonl.gz",
+                       [(f"review {i} " * 20, i % 2) for i in range(200)])
+    path = tmp_path / "imdb" / "train.jsonl.gz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    import lra_data
+
+    return _raised(lambda: lra_data.build_dataset("lra_text", "train", tmp_path))
+
+
 def _e29(**_: object) -> Outcome:
     attention = ATTENTIONS.build("random_features", head_dim=8, num_features=8, feature_map="oprf")
     return _raised(lambda: attention(*_qkv(), causal=True))
@@ -274,6 +287,8 @@ TRIGGERS: dict[str, Callable[..., Outcome]] = {
     "E52": _config("trainer=gpu"),
     "E53": _config("attention.head_dim=64"),
     "E54": _config("+attention.layer_index=1"),
+    "E55": _e55,
+    "E56": _with_val_file(lambda text: text + "(MAX 1 2\t3\textra column\n"),
 }
 NEEDS_CHECKPOINT = {"E39", "E40", "E44"}
 
