@@ -58,11 +58,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
-
-from spectra.analysis.config import compose_train
 from spectra.analysis.machine import describe, machine_info
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "speed"
 BASELINE = "softmax"
@@ -101,15 +102,29 @@ def _build(method: str, cfg: dict):
                 return module(q)
 
         return call, module
+    from spectra.registry import ATTENTIONS  # the worker stays light: no Hydra, no Lightning
+
+    spec = cfg["attention"]
+    return ATTENTIONS.build(spec["name"], layer_index=0, **spec["options"]), None
+
+
+def attention_spec_of(method: str, cfg: dict) -> dict[str, Any] | None:
+    """``{"name", "options"}`` that ``train.py`` builds layer 0 from (None for the external
+    methods), composed here in the parent so each worker only calls ``ATTENTIONS.build``."""
+    if method in EXTERNAL:
+        return None
     from spectra.training.attention import attention_spec
 
-    return attention_spec(attention_config(method, cfg)).build(0), None
+    spec = attention_spec(attention_config(method, cfg))
+    return {"name": spec.name, "options": spec.options}
 
 
 def attention_config(method: str, cfg: dict) -> DictConfig:
     """The ``attention`` node ``train.py`` would build for ``method`` (``name`` or
     ``random_features:<feature map>``): preset ``conf/attention/<name>.yaml`` composed with
     head_dim = d, task.max_length = L and seed 0, and m on the preset's own size key."""
+    from spectra.analysis.config import compose_train
+
     name, _, feature_map = method.partition(":")
     overrides = [f"attention={name}", f"model.head_dim={cfg['head_dim']}",
                  f"task.max_length={cfg['length']}", "seed=0"]  # fmt: skip
@@ -459,6 +474,7 @@ def main(argv: list[str] | None = None) -> None:
                 "device": device,
                 "dtype": args.dtype,
             }
+            cfg["attention"] = attention_spec_of(method, cfg)
             res = run_one(cfg)
             results[method, length] = res
             if "fwd_bwd_s" in res:

@@ -53,6 +53,7 @@ def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
             *methods,
             "--budget-s",
             "1e-9",
+            *("--num-features", "16", "--heads", "2", "--head-dim", "16"),
             "--out",
             str(tmp_path),
         ]
@@ -75,7 +76,8 @@ def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
 
 def test_bfloat16_inputs_run_for_every_kind_of_method(bench, tmp_path: Path) -> None:
     methods = ["softmax", "random_features:saderf", "performer-pytorch", "nystrom-attention"]
-    args = ["--quick", "--lengths", "64", "--dtype", "bfloat16", "--out", str(tmp_path)]
+    args = ["--quick", "--lengths", "64", "--dtype", "bfloat16", "--out", str(tmp_path),
+            "--num-features", "16", "--heads", "2", "--head-dim", "16"]  # CPU bf16 matmuls: slow
     bench.main([*args, "--methods", *methods])
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
     assert [r["status"] for r in rows] == ["ok"] * len(methods), rows

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import sys
+from importlib.metadata import version
 from typing import Any
 
 __all__ = ["cpu_model", "describe", "machine_info"]
@@ -33,7 +34,6 @@ def cpu_model() -> str:
 def machine_info(cuda: bool | None = None) -> dict[str, Any]:
     """CPU, OS, Python, torch (threads, CUDA build), lightning and, with ``cuda`` (default: if
     a GPU is available), the GPU's name and memory; ``device`` names the one measured."""
-    import lightning
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -44,7 +44,7 @@ def machine_info(cuda: bool | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda,
-        "lightning": lightning.__version__,
+        "lightning": version("lightning"),
     }
     info["device"] = info["cpu"]
     if cuda:
