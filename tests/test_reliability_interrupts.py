@@ -124,7 +124,10 @@ def test_speed_estimate_logs_once_with_the_time_left(data_dir, tmp_path, caplog)
     from spectra.training import train
 
     cfg = compose_config([*RUN, f"task.data_dir={data_dir}", "test=false",
-                          "callbacks.speed.skip=2", "callbacks.speed.steps=4"], tmp_path)
+                          "callbacks.speed.skip=2", "callbacks.speed.steps=4",
+                          # the sanity check and a validation mid-timing (as default runs have)
+                          "trainer.num_sanity_val_steps=1", "trainer.val_check_interval=4"],
+                         tmp_path)
     with caplog.at_level(logging.INFO, logger="spectra.training.callbacks"):
         train(cfg)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("speed:")]

@@ -122,10 +122,11 @@ class SpeedEstimate(Callback):
                 raise ValueError(f"SpeedEstimate {name} must be an int >= {low}, got {value!r}")
         self.skip, self.steps = skip, steps
         self.line: str | None = None  # the logged line
+        self._first, self._seconds, self._timed = 0, 0.0, 0
+        self._mark: float | None = None  # end of the last timed step (None: not training yet)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._first = int(trainer.global_step)
-        self._mark: float | None = None
+        self._first, self._mark = int(trainer.global_step), None
         self._seconds, self._timed = 0.0, 0
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
