@@ -118,6 +118,13 @@ def test_speed_line_and_a_progress_bar_over_the_runs_steps(data_dir, tmp_path) -
     assert "steps/s (" in output and "s/step over 3 steps); 10 steps: about" in output, output
     assert "10/10 [" in output  # the bar's total: the run's 10 steps (16 rows / 4 = 4 per epoch)
     assert "/4 [" not in output.split("Validation")[0]
+    # a short start: choices and overrides, the resolved tree in a file (issue 17 item 3)
+    assert "  choices: attention=favor_plus " in output
+    assert "  overrides: task=lra_listops" in output
+    assert f"resolved config: {tmp_path / 'run_config.yaml'}" in output
+    assert "batch_size_fn" not in output  # a key of the tree, not printed
+    saved = (tmp_path / "run_config.yaml").read_text()
+    assert "batch_size_fn" in saved and "run_name: lra_listops.random_features" in saved
 
 
 def test_speed_estimate_logs_once_with_the_time_left(data_dir, tmp_path, caplog) -> None:

@@ -44,7 +44,7 @@ from spectra.training.resume import earlier_runs, run_roots
 from spectra.training.schema import validate_or_exit
 from spectra.training.signals import resume_command
 
-__all__ = ["MetricsFile", "evaluate", "run_name", "run_tags", "train"]
+__all__ = ["MetricsFile", "evaluate", "run_name", "run_summary", "run_tags", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,21 @@ def _fill_run_identity(cfg: DictConfig) -> None:
         protocol = (cfg.get("protocol") or {}).get("name", "default")
         extra = [] if protocol == "default" else [f"protocol={protocol}"]
         cfg.tags = clean_tags([*run_tags(cfg), *extra, *(cfg.get("tags") or [])])
+
+
+def run_summary(cfg: DictConfig, saved: Path) -> str:
+    """What a run prints at its start: its name and directory, the config-group choices and the
+    command-line overrides (under Hydra), and ``saved``, the file with the whole resolved config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    lines = [f"run {cfg.run_name} in {cfg.paths.output_dir}"]
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices = {k: v for k, v in hydra_cfg.runtime.choices.items()
+                   if v is not None and not k.startswith("hydra/")}
+        lines.append("  choices: " + " ".join(f"{k}={v}" for k, v in sorted(choices.items())))
+        lines.append("  overrides: " + (" ".join(hydra_cfg.overrides.task) or "(none)"))
+    return "\n".join([*lines, f"  resolved config: {saved}"])
 
 
 def _one_console_handler() -> None:
@@ -176,6 +191,12 @@ def _scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
         k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
         for k, v in metrics.items()
     }
+
+
+@rank_zero_only
+def _write_yaml(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(data))
 
 
 @rank_zero_only
@@ -320,7 +341,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(seed_and_layer(cfg.get("seed"), None)[0], workers=True)
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    log.info("run %s\n%s", cfg.run_name, OmegaConf.to_yaml(container))
+    saved = Path(cfg.paths.output_dir) / "run_config.yaml"  # after protocol and run name
+    _write_yaml(saved, container)
+    log.info("%s", run_summary(cfg, saved))
     if protocol_changes:
         log.info("protocol %s set: %s", cfg.protocol.name, protocol_changes)
 
