@@ -338,7 +338,7 @@ def test_cli_ddp_sim_two_processes_in_a_multirun(data_dir, tmp_path) -> None:
 def test_metrics_files_are_strict_json(tmp_path) -> None:
     """NaN/inf (e.g. the objective of a run without validation) are written as null."""
     from spectra.sweeps.status import write_status
-    from spectra.training.run import _write_json
+    from spectra.training.metrics_file import write_json as _write_json
 
     data = {"objective": math.nan, "nested": {"a": [1.0, math.inf, -math.inf]}, "ok": 0.5}
     _write_json(tmp_path / "m.json", data)

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 from spectra.training import callbacks as cb
 from spectra.training.data import candidate_dirs
 from spectra.training.module import warmup_steps
-from spectra.training.run import run_name, run_tags
+from spectra.training.naming import run_name, run_tags
 
 
 def test_feature_sync_check_passes_on_equal_and_fails_on_different_states(monkeypatch) -> None:

@@ -8,7 +8,8 @@ every component through the registries.
 
 from spectra.training.attention import AttentionSpec, attention_spec, layer_seed
 from spectra.training.config_store import register_configs
-from spectra.training.run import evaluate, run_name, run_tags, train
+from spectra.training.naming import run_name, run_tags
+from spectra.training.run import evaluate, train
 
 register_configs()  # the registries' config nodes, before any config is composed
 

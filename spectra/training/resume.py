@@ -34,12 +34,18 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 from torchdata.stateful_dataloader.sampler import StatefulDistributedSampler
 
-__all__ = ["ResumableSampler", "StepSeed", "earlier_runs", "make_loader", "mix_seed", "run_roots"]
+from spectra.training.naming import saved_run_name
+from spectra.training.signals import resume_command
+
+__all__ = [
+    "ResumableSampler", "StepSeed", "earlier_runs", "make_loader", "mix_seed", "resume_from",
+    "run_roots",
+]
 
 log = logging.getLogger(__name__)
 # torchdata 0.11 calls the deprecated torch.set_vital in every StatefulDataLoader.__init__
@@ -229,3 +235,25 @@ def earlier_runs(name: str, name_of: Callable[[Path], str | None]) -> list[Path]
         if name_of(ckpt.parent.parent) == name
     }
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``, where ``last`` without a ``last*.ckpt`` in this run directory means the
+    newest ``last.ckpt`` of an earlier run with the same name (said in the log); with none, a
+    ``FileNotFoundError`` with the resume command: never a silent fresh start."""
+    path = cfg.get("ckpt_path")
+    own = Path(cfg.paths.output_dir) / "checkpoints"
+    if path != "last" or any(own.glob("last*.ckpt")):
+        return path
+    found = earlier_runs(cfg.run_name, saved_run_name)
+    if found:
+        log.warning("ckpt_path=last: no checkpoint in %s; resuming the latest run named %s: %s",
+                    own, cfg.run_name, found[0])
+        return str(found[0])
+    roots = ", ".join(str(root) for root, _ in run_roots())
+    command = resume_command("<its run directory>")
+    raise FileNotFoundError(
+        f"ckpt_path=last: no checkpoint in {own} and no earlier run named {cfg.run_name} "
+        f"{f'in {roots}' if roots else '(no Hydra run directories to search)'}. Resume a run "
+        f"from its own directory: {command}; or leave out ckpt_path to start afresh"
+    )
