@@ -48,7 +48,6 @@ Ratios: "vs SDPA" = SDPA time / method time (> 1: faster than SDPA), "vs perform
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -63,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from spectra.analysis.machine import describe, machine_info
 
 if TYPE_CHECKING:
+    import pandas as pd
     from omegaconf import DictConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "speed"
@@ -72,6 +72,8 @@ NYSTROM = "nystrom-attention"
 EXTERNAL = (PERFORMER, NYSTROM)
 RF = "random_features"
 SIZE_KEYS = ("num_features", "num_landmarks", "proj_length")  # a preset's m, whichever it has
+LABELS = {"fwd_s": "fwd (s)", "fwd_bwd_s": "fwd+bwd (s)", "peak_mib": "peak mem (MiB)",
+          "fwd_bwd_vs_sdpa": "fwd+bwd vs SDPA", "fwd_bwd_vs_performer": "fwd+bwd vs performer"}
 
 
 # -- worker (one method, one length, fresh process) ---------------------------------------------
@@ -246,8 +248,24 @@ def _ratio(base: dict | None, res: dict, key: str) -> float | None:
     return base[key] / res[key]
 
 
-def _fmt(x: float | None, spec: str = ".2f", suffix: str = "×") -> str:
-    return "–" if x is None else f"{x:{spec}}{suffix}"
+def results_table(results: dict, methods: list[str], lengths: list[int]) -> pd.DataFrame:
+    """One row per (L, method): times, peak MiB, fwd+bwd ratios vs SDPA and performer-pytorch
+    (baseline time / method time), and the status (``ok``, the error, or why it was skipped)."""
+    import pandas as pd  # here, not at the top: each measurement's worker stays light
+
+    rows = []
+    for n in lengths:
+        for m in methods:
+            r = results[m, n]
+            rows.append({
+                "method": m, "L": n, "fwd_s": r.get("fwd_s"), "fwd_bwd_s": r.get("fwd_bwd_s"),
+                "peak_mib": r["peak_bytes"] / 2**20 if "peak_bytes" in r else None,
+                "fwd_bwd_vs_sdpa": _ratio(results.get((BASELINE, n)), r, "fwd_bwd_s"),
+                "fwd_bwd_vs_performer": _ratio(results.get((PERFORMER, n)), r, "fwd_bwd_s"),
+                "status": "ok" if "fwd_bwd_s" in r else (
+                    f"error: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"),
+            })
+    return pd.DataFrame(rows)
 
 
 def write_outputs(
@@ -255,40 +273,8 @@ def write_outputs(
 ) -> str:
     """bench.csv, speed_fwd_bwd.png, speed_fwd.png, memory.png, summary.md; returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "bench.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            [
-                "method",
-                "L",
-                "fwd_s",
-                "fwd_bwd_s",
-                "peak_mib",
-                "fwd_bwd_vs_sdpa",
-                "fwd_bwd_vs_performer",
-                "status",
-            ]
-        )
-        for n in lengths:
-            for m in methods:
-                r = results[m, n]
-                if "fwd_bwd_s" not in r:
-                    w.writerow([m, n, "", "", "", "", "", r.get("error") or r.get("skipped")])
-                    continue
-                vs_s = _ratio(results.get((BASELINE, n)), r, "fwd_bwd_s")
-                vs_p = _ratio(results.get((PERFORMER, n)), r, "fwd_bwd_s")
-                w.writerow(
-                    [
-                        m,
-                        n,
-                        f"{r['fwd_s']:.6f}",
-                        f"{r['fwd_bwd_s']:.6f}",
-                        f"{r['peak_bytes'] / 2**20:.1f}",
-                        "" if vs_s is None else f"{vs_s:.3f}",
-                        "" if vs_p is None else f"{vs_p:.3f}",
-                        "ok",
-                    ]
-                )
+    table = results_table(results, methods, lengths)
+    table.to_csv(out / "bench.csv", index=False, float_format="%.6g")
 
     exponents = {}
     for m in methods:
@@ -317,31 +303,14 @@ def write_outputs(
         "![forward + backward time](speed_fwd_bwd.png) ![forward time](speed_fwd.png) "
         "![peak memory](memory.png)",
         "",
-        "| method | L | fwd (s) | fwd+bwd (s) | fwd+bwd vs SDPA | fwd+bwd vs performer "
-        "| peak mem (MiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for n in lengths:
-        for m in methods:
-            r = results[m, n]
-            if "fwd_bwd_s" not in r:
-                why = f"error: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
-                lines.append(f"| {m} | {n} | {why} | | | | |")
-                continue
-            lines.append(
-                f"| {m} | {n} | {r['fwd_s']:.3f} | {r['fwd_bwd_s']:.3f} "
-                f"| {_fmt(_ratio(results.get((BASELINE, n)), r, 'fwd_bwd_s'))} "
-                f"| {_fmt(_ratio(results.get((PERFORMER, n)), r, 'fwd_bwd_s'))} "
-                f"| {r['peak_bytes'] / 2**20:.0f} |"
-            )
-    lines += [
-        "",
-        f"Fitted peak-memory exponent (slope of log peak vs log L, L ≥ {fit_from}):",
-        "",
-        "| method | exponent |",
-        "|---|---:|",
-    ]
-    lines += [f"| {m} | {_fmt(exponents[m], '.2f', '')} |" for m in methods]
+    import pandas as pd
+
+    shown = table.astype(object).where(table.notna(), None).rename(columns=LABELS)
+    lines += [shown.to_markdown(index=False, floatfmt=".3f", missingval="–"), ""]
+    lines.append(f"Fitted peak-memory exponent (slope of log peak vs log L, L ≥ {fit_from}):")
+    exponent = pd.DataFrame({"method": methods, "exponent": [exponents[m] for m in methods]})
+    lines += ["", exponent.to_markdown(index=False, floatfmt=".2f", missingval="–")]
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text

@@ -73,6 +73,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
@@ -86,6 +87,10 @@ SYNTHETIC_TASKS = ("lra_text",)
 MIN_SYNTHETIC_ROWS = 16
 SETUP_ALLOWANCE_S = 600.0  # per-run timeout = seconds + this (imports, data loading, teardown)
 
+SUMMARY_COLUMNS = ["attention", "status", "steps", "steps_per_s", "mean_step_s",
+                   "median_sampled_step_s", "tokens_per_s", "peak_mem_mib", "batch_size",
+                   "max_length", "precision"]
+SUMMARY_FORMATS = ("", "", ",.0f", ".2f", ".4f", ".4f", ",.0f", ",.0f", ",.0f", ",.0f", "")
 COLUMNS = [
     "attention",
     "status",
@@ -409,39 +414,20 @@ def run_one(args: argparse.Namespace, attention: str, data_dir: Path | None,
 
 
 # -- outputs --------------------------------------------------------------------------------------
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "–"
-        return f"{value:,.{digits}f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "–" if value is None or value != value else f"{value:,.{digits}f}"
 
 
-def ratios(rows: list[dict[str, Any]]) -> list[tuple[str, float | None, float | None]]:
-    """``(attention, steps/s ratio, peak-memory ratio)`` vs softmax for every other ok run."""
-    base = next((r for r in rows if r["attention"] == BASELINE and r["status"] == "ok"), None)
-    if base is None:
-        return []
-    out = []
-    for row in rows:
-        if row["attention"] == BASELINE or row["status"] != "ok":
-            continue
-        speed = (row["steps_per_s"] / base["steps_per_s"]
-                 if row.get("steps_per_s") and base.get("steps_per_s") else None)
-        memory = (row["peak_mem_mib"] / base["peak_mem_mib"]
-                  if row.get("peak_mem_mib") and base.get("peak_mem_mib") else None)
-        out.append((row["attention"], speed, memory))
-    return out
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
+def ratios(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Steps/s and peak-memory ratios against softmax (index ``<attention> vs softmax``), for
+    every other ok run."""
+    ok = pd.DataFrame(rows).query("status == 'ok'").set_index("attention")
+    if BASELINE not in ok.index:
+        return pd.DataFrame(columns=["steps/s", "peak memory"])
+    ok = ok.reindex(columns=["steps_per_s", "peak_mem_mib"]).astype(float)
+    out = (ok / ok.loc[BASELINE]).drop(index=BASELINE)
+    out.index = [f"{name} vs {BASELINE}" for name in out.index]
+    return out.set_axis(["steps/s", "peak memory"], axis=1)
 
 
 def summary_markdown(args: argparse.Namespace, argv: list[str], extra: list[str],
@@ -461,24 +447,15 @@ def summary_markdown(args: argparse.Namespace, argv: list[str], extra: list[str]
         f"- extra overrides: {'`' + ' '.join(extra) + '`' if extra else 'none'}",
         f"- data: {data_note}",
         "",
-        "| attention | status | steps | steps/s | s/step (mean) | s/step (median, sampled) "
-        "| tokens/s | peak mem (MiB) | batch | max length | precision |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in rows:
-        status = r["status"] if r["status"] == "ok" else f"FAILED: {r.get('error', '')}"
-        lines.append(
-            f"| {r['attention']} | {status.replace('|', '/')} | {_fmt(r.get('steps'))} "
-            f"| {_fmt(r.get('steps_per_s'), 2)} | {_fmt(r.get('mean_step_s'), 4)} "
-            f"| {_fmt(r.get('median_sampled_step_s'), 4)} | {_fmt(r.get('tokens_per_s'), 0)} "
-            f"| {_fmt(r.get('peak_mem_mib'), 0)} | {_fmt(r.get('batch_size'))} "
-            f"| {_fmt(r.get('max_length'))} | {_fmt(r.get('precision'))} |"
-        )
+    table = pd.DataFrame(rows).reindex(columns=SUMMARY_COLUMNS)
+    table["status"] = [r["status"] if r["status"] == "ok" else f"FAILED: {r.get('error', '')}"
+                       for r in rows]
+    lines.append(table.astype(object).where(table.notna(), None).to_markdown(
+        index=False, floatfmt=SUMMARY_FORMATS, missingval="–"))
     pairs = ratios(rows)
-    if pairs:
-        lines += ["", "| comparison | steps/s | peak memory |", "|---|---:|---:|"]
-        for name, speed, memory in pairs:
-            lines.append(f"| {name} vs {BASELINE} | {_fmt(speed, 2)}× | {_fmt(memory, 2)}× |")
+    if len(pairs):
+        lines += ["", pairs.to_markdown(floatfmt=".2f", headers=["comparison", *pairs.columns])]
     mem_kind = ("CUDA `max_memory_allocated` since the start of fit (tensors only)" if args.cuda
                 else "the process's peak resident set size (VmHWM; Python + torch included)")
     lines += [
@@ -528,16 +505,16 @@ def main(argv: list[str] | None = None) -> int:
         row.setdefault("precision", args.precision)
         rows.append(row)
         if row["status"] == "ok":
-            print(f"    {row['steps']} steps, {_fmt(row.get('steps_per_s'), 2)} steps/s, "
+            print(f"    {row['steps']} steps, {_fmt(row.get('steps_per_s'))} steps/s, "
                   f"peak {_fmt(row.get('peak_mem_mib'), 0)} MiB", flush=True)
         else:
             print(f"    FAILED (exit {row['returncode']}): {row.get('error', '')}", flush=True)
 
-    write_csv(args.out / "throughput.csv", rows)
+    pd.DataFrame(rows).reindex(columns=COLUMNS).to_csv(args.out / "throughput.csv", index=False)
     (args.out / "summary.md").write_text(
         summary_markdown(args, argv, extra, info, rows, data_note, date))
-    for name, speed, memory in ratios(rows):
-        print(f"{name} vs {BASELINE}: steps/s {_fmt(speed, 2)}×, peak memory {_fmt(memory, 2)}×")
+    for name, (speed, memory) in ratios(rows).iterrows():
+        print(f"{name}: steps/s {_fmt(speed)}×, peak memory {_fmt(memory)}×")
     print(f"wrote {args.out / 'throughput.csv'} and {args.out / 'summary.md'}")
     failed = [r["attention"] for r in rows if r["status"] != "ok"]
     if failed:

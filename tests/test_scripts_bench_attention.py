@@ -69,7 +69,7 @@ def test_quick_run_writes_every_output(bench, tmp_path: Path) -> None:
         assert math.isfinite(float(row["peak_mib"]))
     assert float(rows[0]["fwd_bwd_vs_sdpa"]) == pytest.approx(1.0, abs=1e-3)
     for row in rows[len(methods) :]:  # L = 128: every estimate is over the tiny budget
-        assert row["status"].startswith("over budget"), row
+        assert row["status"].startswith("skipped: over budget"), row
     summary = (tmp_path / "summary.md").read_text()
     assert "skipped: over budget" in summary and "Command: `python" in summary
 

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 __all__ = ["LRA_COLUMNS", "lra_markdown", "lra_rows"]
 
 #: (task name, column header) in the paper's order.
@@ -103,8 +105,6 @@ def lra_markdown(blocks: Sequence[Any], metric: Any) -> str:
     """The tables of :func:`lra_rows` as markdown (one per m), each under a ``###`` title."""
     parts = []
     for title, header, rows in lra_rows(blocks, metric):
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
-                 "|---|---|" + "---:|" * (len(header) - 2)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        parts.append("\n".join(lines))
+        table = pd.DataFrame(rows, columns=header).to_markdown(index=False, stralign="right")
+        parts.append(f"### {title}\n\n{table}")
     return "\n\n".join(parts)

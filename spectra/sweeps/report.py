@@ -45,10 +45,7 @@ class Report:
 
 
 def _markdown(table: pd.DataFrame, corner: str) -> list[str]:
-    lines = [f"| {corner} | " + " | ".join(map(str, table.columns)) + " |",
-             "|---|" + "---:|" * len(table.columns)]
-    return lines + [f"| {row} | " + " | ".join(cells) + " |"
-                    for row, cells in zip(table.index, table.values.tolist())]
+    return table.rename_axis(corner).to_markdown(stralign="right").splitlines()
 
 
 def markdown_table(block: Block, metric: Metric) -> str:
