@@ -92,4 +92,7 @@ def test_cli_explicit_missing_data_dir_exits_fast_with_a_short_message(tmp_path)
     assert proc.returncode != 0, out
     assert "task.data_dir=/nonexistent" in out and "directory does not exist" in out
     assert "Epoch" not in out  # nothing trained on another directory
+    # the startup check's short form: the key, no traceback (unless HYDRA_FULL_ERROR=1)
+    assert "Traceback" not in out and len(out.strip().splitlines()) <= 20, out
+    assert "invalid run config" in out and "  task: " in out
     assert elapsed < 60, elapsed  # generous for 2 shared cores; the check runs before the model
