@@ -17,7 +17,7 @@ from spectra.features.maps.gerf import gerf_log_second_moment
 from spectra.features.maps.oprf import optimal_a
 from spectra.features.maps.saderf import saderf_psi
 from spectra.features.maps.stats import query_key_rho
-from spectra.registry import FEATURE_MAPS, SAMPLERS, UnknownComponentError, accepted_options
+from spectra.registry import FEATURE_MAPS, SAMPLERS, UnknownComponentError
 
 F64 = torch.float64
 SAMPLER_NAMES = SAMPLERS.names()
@@ -46,40 +46,28 @@ def _pairs(d: int, seed: int, x_norm=1.0, y_norm=1.0, n: int = 4):
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def _estimates(x, y, sampler, feature_map, m, n_seeds, **options) -> torch.Tensor:
+def _estimates(x, y, sampler, feature_map, m, n_seeds, map_options=None) -> torch.Tensor:
     """kernel_estimate(x, y, seed=s) for s = 0 … n_seeds − 1, shape (n_seeds, Lx, Ly).
 
     Same computation, vectorized: W_s is drawn exactly as kernel_estimate draws it, and the
     feature map runs once on the stacked (n_seeds, m, d) weights (maps broadcast leading dims of
     w; the first seeds are checked against kernel_estimate itself).
     """
-    sampler_cls = SAMPLERS.get(sampler)
-    map_options = {
-        k: v for k, v in options.items() if k in accepted_options(FEATURE_MAPS.get(feature_map))[0]
-    }
-    sampler_options = {k: v for k, v in options.items() if k not in map_options}
-    takes_seed = "seed" in accepted_options(sampler_cls)[0]
     d = x.shape[-1]
-    shared = None if takes_seed else sampler_cls(dim=d, num_features=m, **sampler_options)
     ws = []
     for s in range(n_seeds):
-        draw = shared or sampler_cls(dim=d, num_features=m, seed=s, **sampler_options)
+        draw = SAMPLERS.build(sampler, dim=d, num_features=m, seed=s)
         with torch.no_grad():
             ws.append(draw.sample(seeded_generator(s), dtype=x.dtype))
-    phi_x, phi_y = FEATURE_MAPS.build(feature_map, **map_options)(
+    phi_x, phi_y = FEATURE_MAPS.build(feature_map, **(map_options or {}))(
         x, y, torch.stack(ws), stabilize=False
     )
     est = phi_x @ phi_y.transpose(-1, -2)
     for s in range(min(2, n_seeds)):
-        one = kernel_estimate(
-            x, y, sampler=sampler, feature_map=feature_map, num_features=m, seed=s, **options
-        )
+        one = kernel_estimate(x, y, sampler=sampler, feature_map=feature_map, num_features=m,
+                              seed=s, feature_map_options=map_options)
         torch.testing.assert_close(est[s], one, rtol=1e-10, atol=1e-300)
     return est
-
-
-def _sampler_seed_options(name: str, seed: int) -> dict:
-    return {"seed": seed} if "seed" in accepted_options(SAMPLERS.get(name))[0] else {}
 
 
 def _marginally_gaussian(name: str, dim: int, m: int) -> bool:
@@ -240,7 +228,7 @@ def test_variance_matches_favorpp_closed_form(feature_map, options, a):
     d, m, n = 16, 4, 20000
     x, y = _pairs(d, seed=6_000_003, x_norm=0.6, y_norm=0.5)
     exact = (x @ y.T).exp()
-    est = _estimates(x, y, "gaussian", feature_map, m, n, **options) / exact
+    est = _estimates(x, y, "gaussian", feature_map, m, n, options) / exact
     var, se = variance_and_se(est)
     cf = _closed_form_rel_var(x, y, a, m)
     assert ((var - cf).abs() <= 4 * se).all(), ((var - cf) / se).abs().max()
@@ -254,7 +242,7 @@ def test_equals_plain_reference_for_every_sampler(sampler):
     in → float64 out, float32 → float32; seeds give independent draws, a seed repeats."""
     d, m, seed = 8, 12, 7
     x, y = _pairs(d, seed=7_000_003)
-    draw = SAMPLERS.build(sampler, dim=d, num_features=m, **_sampler_seed_options(sampler, seed))
+    draw = SAMPLERS.build(sampler, dim=d, num_features=m, seed=seed)
     w = draw.sample(seeded_generator(seed), dtype=F64).detach()
     fmap = FEATURE_MAPS.build("posrf")
     px, py = fmap(x, y, w, stabilize=False)
@@ -285,26 +273,27 @@ def test_batched_shapes_and_true_estimate(feature_map):
     torch.testing.assert_close(got, px @ py.transpose(-1, -2), rtol=1e-12, atol=0)
 
 
-def test_options_are_split_between_sampler_and_map():
+def test_options_go_to_their_component():
     x, y = _pairs(8, seed=9_000_003)
     common = {"sampler": "orthogonal", "num_features": 8, "seed": 3}
-    a0 = kernel_estimate(x, y, feature_map="gerf", A=0.0, **common)
+    a0 = kernel_estimate(x, y, feature_map="gerf", feature_map_options={"A": 0.0}, **common)
     torch.testing.assert_close(a0, kernel_estimate(x, y, feature_map="posrf", **common))
-    sq = kernel_estimate(x, y, feature_map="gerf", A=0.0, scale="sqrt_d", **common)
+    sq = kernel_estimate(x, y, feature_map="gerf", feature_map_options={"A": 0.0},
+                         sampler_options={"scale": "sqrt_d"}, **common)
     assert not torch.allclose(sq, a0)
-    with pytest.raises(ValueError, match=r"unknown option\(s\) 'bogus'.*allowed: .*A.*scale"):
-        kernel_estimate(x, y, feature_map="gerf", bogus=1, **common)
-    with pytest.raises(ValueError, match="dim"):
-        kernel_estimate(x, y, feature_map="gerf", dim=8, **common)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'bogus'.*allowed: .*A"):
+        kernel_estimate(x, y, feature_map="gerf", feature_map_options={"bogus": 1}, **common)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'A'.*allowed: .*scale"):
+        kernel_estimate(x, y, feature_map="gerf", sampler_options={"A": 0.0}, **common)
+    with pytest.raises(ValueError, match="dim is set by kernel_estimate"):
+        kernel_estimate(x, y, feature_map="gerf", sampler_options={"dim": 8}, **common)
     with pytest.raises(ValueError, match="A must be < 1/4"):
-        kernel_estimate(x, y, feature_map="gerf", A=0.25, **common)
+        kernel_estimate(x, y, feature_map="gerf", feature_map_options={"A": 0.25}, **common)
 
 
 def test_learnable_samplers_get_independent_draws_per_seed():
     x, y = _pairs(8, seed=9_100_003)
-    for name in SAMPLER_NAMES:
-        if "seed" not in accepted_options(SAMPLERS.get(name))[0]:
-            continue
+    for name in SAMPLER_NAMES:  # every sampler takes seed (the base contract)
         a = kernel_estimate(x, y, sampler=name, feature_map="posrf", num_features=8, seed=1)
         b = kernel_estimate(x, y, sampler=name, feature_map="posrf", num_features=8, seed=2)
         assert not torch.allclose(a, b), name

@@ -165,7 +165,7 @@ def test_kernel_estimate_unbiased(sampler: str, lam: float | None) -> None:
     exact = (x @ y.T).exp()
     est = torch.stack([
         kernel_estimate(x, y, sampler=sampler, feature_map="poisrf", num_features=16, seed=s,
-                        lam=lam)
+                        feature_map_options={"lam": lam})
         for s in range(300)
     ])
     se = est.std(0) / math.sqrt(est.shape[0])
