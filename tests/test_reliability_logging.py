@@ -17,9 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import CSVLogger
-from tiny import TINY_MODEL
+from tiny import TINY_RUN, compose_config
 
 import lra_data
 from spectra.training import logging_guard
@@ -167,28 +166,9 @@ def test_wandb_error_mid_training_does_not_stop_the_run(monkeypatch, tmp_path, c
         return real_log(self, *args, **kwargs)
 
     monkeypatch.setattr(wandb_run.Run, "log", flaky_log)
-    overrides = [
-        f"paths.output_dir={tmp_path / 'run'}",
-        "logger=wandb",
-        "logger.wandb.mode=offline",
-        "task=lra_listops",
-        "attention=favor_plus",
-        f"task.data_dir={data}",
-        "attention.num_features=16",
-        *TINY_MODEL,
-        "task.pad_to=longest",
-        "task.batch_size=4",
-        "trainer.max_steps=6",
-        "trainer.val_check_interval=3",
-        "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
-        "trainer.num_sanity_val_steps=0",
-        "trainer.log_every_n_steps=1",
-        "trainer.enable_model_summary=false",
-        "callbacks.progress_bar.refresh_rate=0",
-    ]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    overrides = [*TINY_RUN, "logger=wandb", "logger.wandb.mode=offline", f"task.data_dir={data}",
+                 "trainer.max_steps=6", "trainer.val_check_interval=3"]
+    cfg = compose_config(overrides, tmp_path / "run")
     metrics = train(cfg)
     assert metrics["global_step"] == 6 and "test/acc" in metrics  # training went on
     err = capsys.readouterr().err
