@@ -140,3 +140,16 @@ def test_task_and_seed_problems_are_reported_under_their_keys() -> None:
     assert "unknown task 'lra_nope'" in str(problems["task"])
     problems = dict(config_problems(compose_config(["seed=abc"])))
     assert "seed must be an int" in str(problems["seed"])  # (attention.seed reads ${seed} too)
+
+
+@pytest.mark.parametrize(("override", "error", "text"), [
+    ("trainer.precision=17", ValueError, "Precision 17 is invalid"),
+    ("+trainer.foo=1", TypeError, "unexpected keyword argument 'foo'"),
+])  # fmt: skip
+def test_trainer_arguments_are_checked_at_startup(override, error, text) -> None:
+    """What Lightning's Trainer refuses, refused before anything is built (docs/errors.md E14,
+    E27), under the key ``trainer``; the valid default builds."""
+    problems = dict(config_problems(compose_config([override])))
+    assert set(problems) == {"trainer"} and isinstance(problems["trainer"], error)
+    assert text in str(problems["trainer"])
+    assert not dict(config_problems(compose_config([])))

@@ -9,7 +9,8 @@ Two layers:
 * **Values, at startup.** :func:`check_run_config` builds, on the CPU and without data, what
   the config describes — the data module (which loads nothing), the attention (layer 0), the
   model (with a softmax stand-in attention), the optimizer over a stand-in parameter, the
-  schedule over a stand-in optimizer — and checks that the Trainer's accelerator exists here.
+  schedule over a stand-in optimizer, a stand-in Trainer (its arguments, and that its
+  accelerator exists here).
   :func:`validate_or_exit` runs it first thing in a run: on the command line (Hydra's
   single-run mode) a bad value prints ``invalid run config`` and one line per problem, naming
   the config key and what is allowed, and exits with status 2 — no traceback unless
@@ -19,12 +20,14 @@ Two layers:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -135,6 +138,16 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
             f"trainer.devices={devices} but this machine has {available} CUDA GPU(s); use "
             f"trainer.devices={available} or fewer (or trainer.devices=auto)"
         )
+    # every other Trainer argument (names, precision, strategy …), as Lightning checks them
+    kwargs = {k: v for k, v in trainer.items() if v is not None or k == "check_val_every_n_epoch"}
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        L.Trainer(**{**kwargs, "logger": False, "enable_checkpointing": False,
+                     "enable_progress_bar": False, "enable_model_summary": False})
+    finally:
+        quiet.setLevel(level)
 
 
 CHECKS: tuple[tuple[str, Callable[[Mapping[str, Any]], Any]], ...] = (
