@@ -19,10 +19,7 @@ from lra_data.cli import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 def test_task_specs():
@@ -118,8 +115,8 @@ def _arrow_files(cache: Path, name: str) -> list[Path]:
     return sorted(cache.glob(f"generator/default-fingerprint={name}-*/**/*.arrow"))
 
 
-def test_cache_is_arrow_reused_and_invalidated(tmp_path):
-    cache = tmp_path / "cache"
+def test_cache_is_arrow_reused_and_invalidated(tmp_path, isolated_lra):
+    cache = isolated_lra
     root = lra_data.write_fixture("lra_listops", tmp_path / "d", rows_per_split=8)
     first = lra_data.build_dataset("lra_listops", "train", root)
     files = _arrow_files(cache, "listops")

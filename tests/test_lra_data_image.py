@@ -17,11 +17,7 @@ from lra_data import cifar
 from lra_data.errors import MissingDataError
 from lra_data.task_image import val_size
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 def _rgb(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

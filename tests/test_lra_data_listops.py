@@ -29,10 +29,7 @@ SMALL = ListOpsParams(max_depth=6, max_args=5, min_length=10, max_length=100, nu
                       num_val=8, num_test=8)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------- language and tokenizer

@@ -20,10 +20,7 @@ from lra_data.pathfinder_official import split_indices, write_official_layout
 P = G.PathfinderParams()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

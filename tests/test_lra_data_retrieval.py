@@ -23,10 +23,7 @@ ROWS = [(1, "A00-1", "B00-2", "Parsing with trees — über fast.", "A treebank 
         (1, "D02-5", "E03-6", "日本語 text", "more text")]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 def _aan(root: Path, rows=ROWS, sub="aan") -> Path:

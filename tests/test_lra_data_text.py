@@ -17,10 +17,7 @@ from lra_data.task_text import SHARED_IMDB, write_jsonl_gz
 TEXTS = ["Café au lait — très bien! 😀", "日本の映画。Good.", "plain ascii review", "naïve Zoë"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 def _reviews(n: int, offset: int = 0) -> list[tuple[str, int]]:

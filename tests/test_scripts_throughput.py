@@ -27,10 +27,7 @@ def tp():
     return module
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("LRA_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("LRA_DATA_DIR", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_lra")  # tests/conftest.py
 
 
 def _rows(out: Path) -> dict[str, dict[str, str]]:
