@@ -88,6 +88,12 @@ class Sampler(nn.Module):
         self.dim = positive_int(dim, "dim")
         self.num_features = positive_int(num_features, "num_features (m)")
         self.seed, self.layer_index = seed_and_layer(seed, layer_index)
+        self.setup()
+
+    def setup(self) -> None:
+        """Hook run at the end of ``__init__``: a sampler without options of its own puts its
+        checks, derived sizes and parameters here instead of repeating the base signature
+        (one with options defines ``__init__`` with them and calls ``super().__init__``)."""
 
     def init_generator(self) -> torch.Generator:
         """Generator for draws made at construction: seeded by (seed, layer_index, step 0)."""

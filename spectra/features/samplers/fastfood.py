@@ -105,15 +105,7 @@ class FastfoodSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         self.padded_dim = next_power_of_two(self.dim)
 
     def _sample(
@@ -141,15 +133,7 @@ class LearnableFastfoodSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         self.padded_dim = next_power_of_two(self.dim)
         parts = draw_fastfood_parts(
             self.dim, self.num_features, self.init_generator(), torch.device("cpu")

@@ -23,15 +23,7 @@ class LearnableSampler(Sampler):
 
     marginally_gaussian = True  # at initialisation
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         init = torch.randn(
             self.num_features, self.dim, generator=self.init_generator(), dtype=DRAW_DTYPE
         )

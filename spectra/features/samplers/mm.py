@@ -61,19 +61,11 @@ class MomentMatchingSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         if self.num_features < 2:
             raise ValueError(
                 "mm sampler: num_features must be >= 2 (centring a single row leaves 0), "
-                f"got {num_features}"
+                f"got {self.num_features}"
             )
         self.blocks = column_blocks(self.dim, self.num_features)
 

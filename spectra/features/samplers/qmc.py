@@ -32,18 +32,11 @@ class QMCSampler(Sampler):
     marginally_gaussian = True
     max_dim = SobolEngine.MAXDIM
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         if self.dim > self.max_dim:
             raise ValueError(
-                f"qmc sampler: torch's SobolEngine supports dim <= {self.max_dim}, got dim={dim}"
+                f"qmc sampler: torch's SobolEngine supports dim <= {self.max_dim}, "
+                f"got dim={self.dim}"
             )
 
     def _sample(

@@ -53,15 +53,7 @@ class SORFSampler(Sampler):
 
     marginally_gaussian = False
 
-    def __init__(
-        self,
-        dim: int,
-        num_features: int,
-        *,
-        seed: int = 0,
-        layer_index: int | None = None,
-    ) -> None:
-        super().__init__(dim, num_features, seed=seed, layer_index=layer_index)
+    def setup(self) -> None:
         self.padded_dim = next_power_of_two(self.dim)
 
     def _sample(
