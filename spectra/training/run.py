@@ -37,7 +37,7 @@ from spectra.training.module import LRAModule
 from spectra.training.naming import fill_run_identity, run_summary
 from spectra.training.protocol import apply_protocol
 from spectra.training.resume import resume_from
-from spectra.training.schema import validate_or_exit
+from spectra.training.schema import trainer_arguments, validate_or_exit
 
 __all__ = ["evaluate", "train"]
 
@@ -93,9 +93,9 @@ def _prepare_ddp_relaunch(cfg: DictConfig) -> None:
 
 
 def _trainer(cfg: DictConfig, loggers: list[Logger], callbacks: list[Callback]) -> L.Trainer:
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(kwargs, dict)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "check_val_every_n_epoch"}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(trainer, dict)
+    kwargs = trainer_arguments(trainer)
     if not loggers:  # `~logger`: LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # crash-safe checkpoint writes (see spectra.training.checkpointing)

@@ -41,6 +41,7 @@ __all__ = [
     "OneCycleSchema",
     "check_run_config",
     "config_problems",
+    "trainer_arguments",
     "validate_or_exit",
 ]
 
@@ -122,6 +123,13 @@ def _check_scheduler(cfg: Mapping[str, Any]) -> None:
     instantiate(cfg["scheduler"])(optimizer, total_steps=max(int(max_steps), 2))
 
 
+def trainer_arguments(trainer: Mapping[str, Any]) -> dict[str, Any]:
+    """``Trainer`` keyword arguments of a ``trainer`` config node: null means Lightning's default
+    (left out), except ``check_val_every_n_epoch``, whose null means "count steps across
+    epochs"."""
+    return {k: v for k, v in trainer.items() if v is not None or k == "check_val_every_n_epoch"}
+
+
 def _check_trainer(cfg: Mapping[str, Any]) -> None:
     trainer = cfg.get("trainer") or {}
     accelerator = str(trainer.get("accelerator", "auto"))
@@ -139,7 +147,7 @@ def _check_trainer(cfg: Mapping[str, Any]) -> None:
             f"trainer.devices={available} or fewer (or trainer.devices=auto)"
         )
     # every other Trainer argument (names, precision, strategy …), as Lightning checks them
-    kwargs = {k: v for k, v in trainer.items() if v is not None or k == "check_val_every_n_epoch"}
+    kwargs = trainer_arguments(trainer)
     quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
