@@ -79,13 +79,15 @@ def test_readme_installs_every_plugin_the_tests_collect(pytestconfig):
 
 
 def readme_run_commands() -> list[str]:
-    """Every ``python train.py …`` / ``python eval.py …`` line of the README's bash blocks."""
-    text = (ROOT / "README.md").read_text()
+    """Every ``python train.py …`` / ``python eval.py …`` command (continuation lines joined) of
+    the bash blocks of the README and of the documents under docs/."""
     lines = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        lines += [line.split("  #")[0].strip() for line in block.splitlines()
-                  if line.strip().startswith(("python train.py", "python eval.py"))]
-    return lines
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), re.S):
+            joined = re.sub(r"\\[^\S\n]*(#[^\n]*)?\n\s*", " ", block)
+            lines += [line.split("  #")[0].split(" # ")[0].strip() for line in joined.splitlines()
+                      if line.strip().startswith(("python train.py", "python eval.py"))]
+    return list(dict.fromkeys(lines))
 
 
 def test_readme_shows_run_commands():

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -102,6 +103,7 @@ def test_fdr_trains_tests_checkpoints_and_logs(data_dir, tmp_path) -> None:
         "train/time",  # Lightning's ThroughputMonitor
         "train/lengths",
         "val/acc",
+        "time/elapsed_s",  # WallClock: accuracy against wall clock
     ):
         assert column in csv_text, column
     hparams = (tmp_path / "csv" / "hparams.yaml").read_text()
@@ -134,6 +136,11 @@ def test_resume_continues_global_step_and_eval_on_checkpoint(data_dir, tmp_path)
     assert second["global_step"] == 4
     steps = (tmp_path / "b" / "csv" / "metrics.csv").read_text()
     assert "train/loss" in steps
+    # WallClock carries the elapsed wall clock over the resume: run b's clock starts at a's
+    elapsed = [pd.read_csv(tmp_path / d / "csv" / "metrics.csv")["time/elapsed_s"].dropna()
+               for d in ("a", "b")]
+    assert elapsed[0].is_monotonic_increasing and elapsed[1].is_monotonic_increasing
+    assert elapsed[1].iloc[0] > elapsed[0].iloc[-1] > 0
 
     # eval.py's function on the resumed run's last checkpoint, config taken from the checkpoint
     from spectra.training import evaluate

@@ -24,6 +24,7 @@ __all__ = [
     "NaNGuard",
     "NonFiniteError",
     "SpeedEstimate",
+    "WallClock",
     "batch_size",
     "first_nonfinite_module",
     "format_duration",
@@ -154,6 +155,32 @@ class SpeedEstimate(Callback):
         self.line = line
         if trainer.is_global_zero:
             log.info("%s", line)
+
+
+class WallClock(Callback):
+    """Logs ``time/elapsed_s`` with every validation: wall-clock seconds since training started
+    (validation included, like ``trainer.max_time``), carried across resumes in the checkpoint,
+    so that accuracy can be drawn against time as well as against steps."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds of earlier sessions of this run (from the checkpoint)
+        self._start: float | None = None
+
+    def elapsed(self) -> float:
+        return self.before + (time.monotonic() - self._start if self._start is not None else 0.0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._start is not None and not trainer.sanity_checking:
+            pl_module.log("time/elapsed_s", self.elapsed(), sync_dist=False)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = float(state_dict["elapsed_s"])
 
 
 _PROC_STATUS = "/proc/self/status"

@@ -240,9 +240,16 @@ def earlier_runs(name: str, name_of: Callable[[Path], str | None]) -> list[Path]
 def resume_from(cfg: DictConfig) -> str | None:
     """``cfg.ckpt_path``, where ``last`` without a ``last*.ckpt`` in this run directory means the
     newest ``last.ckpt`` of an earlier run with the same name (said in the log); with none, a
-    ``FileNotFoundError`` with the resume command: never a silent fresh start."""
+    ``FileNotFoundError`` with the resume command: never a silent fresh start. ``auto`` (studies
+    run in slices, fixed run directories) resumes this directory's ``last.ckpt`` if there is one
+    and starts afresh otherwise, saying which."""
     path = cfg.get("ckpt_path")
     own = Path(cfg.paths.output_dir) / "checkpoints"
+    if path == "auto":
+        mine = any(own.glob("last*.ckpt"))
+        log.info("ckpt_path=auto: %s", f"resuming {own}/last.ckpt" if mine else
+                 f"no checkpoint in {own}; starting afresh")
+        return "last" if mine else None
     if path != "last" or any(own.glob("last*.ckpt")):
         return path
     found = earlier_runs(cfg.run_name, saved_run_name)
