@@ -157,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
              " Test accuracy is of the best-validation checkpoint on the first `test_n` test "
              "sequences; `·` marks a run not above chance by two standard errors.\n"]
     for task, task_runs in runs.groupby("task", sort=False):
-        budget = ", ".join(f"{k} {v}" for k, v in (
-            ("max_time", task_runs["max_time"].iloc[0]), ("batch", task_runs["batch_size"].iloc[0]),
-            ("length", task_runs["max_length"].iloc[0]), ("test_n", task_runs["test_n"].iloc[0])))
+        known = task_runs.dropna(subset=["max_length"])
+        budget = ", ".join(f"{k} {v if isinstance(v, str) else int(v)}" for k, v in (
+            (k, known[c].iloc[0] if len(known) else None) for k, c in (
+                ("max_time", "max_time"), ("batch", "batch_size"), ("length", "max_length"),
+                ("test_n", "test_n"))) if pd.notna(v)) or "no run started"
         parts.append(f"## {task}\n\n{budget}; chance {CHANCE.get(str(task), 'n/a')}%.\n\n"
                      f"{table(task_runs)}\n")
         task_curves = curves[curves["task"] == task]

@@ -80,7 +80,9 @@ def multirun(args: list[str], monkeypatch, wandb_mode: str = "disabled") -> None
 
 
 def job_dirs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    """Job directories (``hydra.sweep.subdir`` ending in the job number) in job order."""
+    return sorted((p for p in sweep.rglob("*") if p.name.isdigit() and (p / ".hydra").is_dir()),
+                  key=lambda p: int(p.name))
 
 
 # -- the grid mirrors the registries ------------------------------------------------------------
@@ -167,7 +169,8 @@ def test_grid_multirun_records_a_crash_and_reports_every_cell(
     args = ["experiment=spectraformer_grid", "attention/sampler=gaussian,qmc",
             f"attention/feature_map=posrf,trig,{CRASH_MAP}", "hydra.sweeper.baselines=[softmax]",
             "debug=fdr", f"task.data_dir={data_dir}", "attention.num_features=8",
-            "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}", *FAST]
+            "hydra.sweeper.max_batch_size=2", f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=${task.name}/${hydra.job.num}", *FAST]
     with pytest.raises(SweepFailedError, match="2 of 7 jobs failed") as err:
         multirun(args, monkeypatch)
     assert "deliberate crash" in str(err.value)
@@ -175,6 +178,7 @@ def test_grid_multirun_records_a_crash_and_reports_every_cell(
     dirs = job_dirs(sweep)
     assert len(dirs) == 7  # the crash in the second batch of two did not stop the sweep
     manifest = json.loads((sweep / "grid.json").read_text())
+    assert [sweep / job["dir"] for job in manifest["jobs"]] == dirs  # the resolved subdirs
     labels = [" × ".join(o.split("=")[1] for o in job["overrides"][1:3])
               if job["overrides"][0] == "attention=spectraformer" else job["overrides"][0][10:]
               for job in manifest["jobs"]]

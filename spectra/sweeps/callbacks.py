@@ -108,9 +108,10 @@ class SweepCallback(Callback):
 
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
         lines = [f"{k}={v}" for k, v in params.items()]
-        lines += [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[])]
+        overrides = OmegaConf.to_container(config.hydra.overrides, resolve=False)  # as typed:
+        lines += [str(o) for o in overrides.get("task", [])]  # ${hydra.job.num} is per job
         loader = GlobalHydra.instance().config_loader()  # the app's search path, public API
-        hydra_overrides = [str(o) for o in config.hydra.overrides.hydra]
+        hydra_overrides = [str(o) for o in overrides.get("hydra", [])]
 
         def group_options(group: str) -> list[str]:
             return loader.get_group_options(group, config_name=config.hydra.job.config_name,

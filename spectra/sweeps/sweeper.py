@@ -46,7 +46,7 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 __all__ = ["MANIFEST_FILE", "GridError", "GridSweeper", "SweepFailedError", "plan_jobs"]
 
@@ -165,6 +165,14 @@ class GridSweeper(Sweeper):
         return self.hydra_context.config_loader.load_sweep_config(
             master_config=self.config, sweep_overrides=list(overrides))
 
+    def _subdir(self, num: int, job: Sequence[str]) -> str:
+        """Job ``num``'s directory under the sweep directory: ``hydra.sweep.subdir`` resolved
+        (e.g. ``${task.name}/${hydra.job.num}``) as the launcher will resolve it."""
+        cfg = self._compose(job)
+        with open_dict(cfg):
+            cfg.hydra.job.num = num
+        return str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+
     def plan(self, arguments: Sequence[str]) -> list[list[str]]:
         """Parse ``hydra.sweeper.params`` + ``arguments`` (globs expanded) and list the jobs."""
         assert self.hydra_context is not None
@@ -194,7 +202,8 @@ class GridSweeper(Sweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        manifest = {"jobs": [{"dir": str(i), "overrides": job} for i, job in enumerate(jobs)]}
+        manifest = {"jobs": [{"dir": self._subdir(i, job), "overrides": job}
+                             for i, job in enumerate(jobs)]}
         (sweep_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         log.info("Spectraformer grid: %d jobs → %s", len(jobs), sweep_dir)
 
