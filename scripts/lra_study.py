@@ -30,7 +30,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from spectra.sweeps.results import OK, ReportSourceError, collect
+from spectra.sweeps.results import ReportSourceError, collect
 
 CHANCE = {"lra_text": 50.0, "lra_pathfinder": 50.0, "lra_listops": 10.0, "lra_image": 10.0,
           "lra_retrieval": 50.0}
@@ -92,26 +92,29 @@ def study_frames(source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             "learned": bool(acc > chance + margin) if pd.notna(acc) and test_n else False,
             "peak_mem_mib": row["peak_mem_mb"],
             "steps_per_s": 1.0 / step_time if step_time else None,
-            "status": row["status"] if row["status"] != OK else "ok",
+            "seed": row["seed"], "status": row["status"],
             "max_time": trainer.get("max_time"), "batch_size": task.get("batch_size"),
         })
-        curves += [{"task": row["task"], "attention": name, "step": int(v["step"]),
+        curves += [{"task": row["task"], "attention": name, "seed": row["seed"],
+                    "step": int(v["step"]),
                     "elapsed_s": v["time/elapsed_s"], "val_acc": 100 * v["val/acc"]}
                    for _, v in val.iterrows()]
     runs = pd.DataFrame(rows)
     runs["_order"] = runs["task"].map({t: i for i, t in enumerate(ORDER)}).fillna(len(ORDER))
     runs = runs.sort_values(["_order", "test_acc"], ascending=[True, False]).drop(columns="_order")
     return runs.reset_index(drop=True), pd.DataFrame(
-        curves, columns=["task", "attention", "step", "elapsed_s", "val_acc"])
+        curves, columns=["task", "attention", "seed", "step", "elapsed_s", "val_acc"])
 
 
 def plot_curves(task: str, curves: pd.DataFrame, out: Path) -> Path:
     """Validation accuracy against wall clock (left) and steps (right), one line per attention."""
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    for name, run in curves.groupby("attention", sort=True):
+    seeds = curves["seed"].nunique() > 1
+    for (name, seed), run in curves.groupby(["attention", "seed"], sort=True, dropna=False):
         run = run.sort_values("step")
-        line, = axes[0].plot(run["elapsed_s"] / 60, run["val_acc"], marker="o", ms=3, label=name)
+        label = f"{name} (seed {seed})" if seeds else name
+        line, = axes[0].plot(run["elapsed_s"] / 60, run["val_acc"], marker="o", ms=3, label=label)
         axes[1].plot(run["step"], run["val_acc"], marker="o", ms=3, color=line.get_color())
     for ax, xlabel in zip(axes, ("training wall clock (min, validation included)", "steps")):
         ax.axhline(CHANCE.get(task, float("nan")), color="grey", ls="--", lw=1, label="chance")

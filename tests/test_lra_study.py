@@ -100,6 +100,7 @@ def test_report_writes_runs_curves_and_tables(tmp_path):
     assert listops["chance"] == 10 and bool(listops["learned"])
     curves = pd.read_csv(out / "curves.csv")
     assert len(curves) == 6 and curves["val_acc"].max() == pytest.approx(63.0)
+    assert set(curves["seed"]) == {0}
     assert (out / "lra_text_curves.png").stat().st_size > 0
     report = (out / "results.md").read_text()
     assert "## lra_text" in report and "mm × oprf" in report and "lra_text_curves.png" in report
