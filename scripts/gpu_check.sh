@@ -5,6 +5,7 @@
 #
 #   bash scripts/gpu_check.sh wheels                 # here (dev machine): build .whl/ for the GPU image
 #   bash scripts/gpu_check.sh run [all|speed|throughput]   # there (GPU machine), repo root
+#   bash scripts/gpu_check.sh run study              # the LRA study (experiment=lra_study), a slice
 #
 # Environment: RESULTS (default: $OUT if set — the folder a device run sends back — else
 # docs/results/gpu), SECONDS_PER_RUN (training time per attention, default 120), LENGTHS
@@ -37,8 +38,8 @@ wheels() {
 
 run() {
     local part=${1:-all}
-    case "$part" in all|speed|throughput) ;; *)
-        echo "gpu_check: unknown part '$part' (allowed: all, speed, throughput)" >&2; exit 2;;
+    case "$part" in all|speed|throughput|study) ;; *)
+        echo "gpu_check: unknown part '$part' (allowed: all, speed, throughput, study)" >&2; exit 2;;
     esac
     if compgen -G ".whl/*.whl" > /dev/null; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -53,6 +54,18 @@ run() {
     nvidia-smi > "$dest/nvidia-smi.txt" 2>&1 || true
     local lengths=${LENGTHS:-"1024 2048 4096 8192 16384 32768 65536"}
     local methods=${METHODS:-"softmax random_features:posrf random_features:saderf performer-pytorch"}
+    if [[ "$part" == study ]]; then
+        # The paper protocol of the LRA study for STUDY_SECONDS (default 420); SIGTERM saves
+        # last.ckpt, and the same call on a machine holding multirun/lra_study (carry it) resumes
+        # every run from there. Text needs data/imdb (python -m lra_data prepare lra_text --source
+        # ../shared/data/imdb --out data/, then carry data/imdb); ListOps and Pathfinder are
+        # generated on first use.
+        timeout -s TERM "${STUDY_SECONDS:-420}" python3 train.py -m experiment=lra_study \
+            trainer=gpu trainer.precision=bf16-mixed > "$dest/lra_study.log" 2>&1 || true
+        tail -20 "$dest/lra_study.log"
+        python3 scripts/lra_study.py multirun/lra_study --out "$dest/lra_study"
+        return
+    fi
     if [[ "$part" != throughput ]]; then
         # shellcheck disable=SC2086
         /usr/bin/time -f "speed part: %e s wall" python3 scripts/bench_attention.py --device cuda \
@@ -71,5 +84,5 @@ run() {
 case "${1:-}" in
     wheels) wheels ;;
     run) shift; run "$@" ;;
-    *) echo "usage: bash scripts/gpu_check.sh wheels | run [all|speed|throughput]" >&2; exit 2 ;;
+    *) echo "usage: bash scripts/gpu_check.sh wheels | run [all|speed|throughput|study]" >&2; exit 2 ;;
 esac
