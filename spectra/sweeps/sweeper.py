@@ -198,12 +198,13 @@ class GridSweeper(Sweeper):
         jobs = self.plan(arguments)
         if not jobs:
             raise GridError("the grid is empty: no sampler × feature map cell and no baseline")
-        self.validate_batch_is_legal(jobs)  # Hydra composes every job before anything runs
+        # every job composed before anything runs (what validate_batch_is_legal does), once:
+        # the same composition gives the job's directory
+        manifest = {"jobs": [{"dir": self._subdir(i, job), "overrides": job}
+                             for i, job in enumerate(jobs)]}
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        manifest = {"jobs": [{"dir": self._subdir(i, job), "overrides": job}
-                             for i, job in enumerate(jobs)]}
         (sweep_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         log.info("Spectraformer grid: %d jobs → %s", len(jobs), sweep_dir)
 

@@ -245,12 +245,12 @@ def resume_from(cfg: DictConfig) -> str | None:
     and starts afresh otherwise, saying which."""
     path = cfg.get("ckpt_path")
     own = Path(cfg.paths.output_dir) / "checkpoints"
+    mine = any(own.glob("last*.ckpt"))
     if path == "auto":
-        mine = any(own.glob("last*.ckpt"))
         log.info("ckpt_path=auto: %s", f"resuming {own}/last.ckpt" if mine else
                  f"no checkpoint in {own}; starting afresh")
         return "last" if mine else None
-    if path != "last" or any(own.glob("last*.ckpt")):
+    if path != "last" or mine:
         return path
     found = earlier_runs(cfg.run_name, saved_run_name)
     if found:
